@@ -1,0 +1,72 @@
+"""The two halves of every fork in ngxlab (not a mirror of nginx).
+
+``fork()`` flushes Python's buffered streams first, so a child does not print
+its parent's pending output a second time, and silences, around this one call
+only, the DeprecationWarning Python 3.12+ gives when a multi-threaded process
+(a Jupyter kernel has about a dozen threads) forks. ``run_child()`` runs the
+child's work and always ends the process with ``os._exit()``: a child never
+returns into its caller's stack (in a notebook that would be a second,
+stray kernel), and an exception is printed before the child exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import warnings
+
+__all__ = ["fork", "run_child", "exit"]
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def fork() -> int:
+    """``os.fork()`` after flushing, with 3.12's multi-threaded-fork warning
+    silenced for this call only. Raises ``OSError`` like ``os.fork``."""
+    _flush()
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*use of fork\(\) may lead to deadlocks",
+            category=DeprecationWarning)
+        return os.fork()
+
+
+def run_child(fn, *args) -> "NoReturn":  # noqa: F821
+    """Run ``fn(*args)`` in a freshly forked child and ``os._exit`` with its
+    status: 0 when it returns, the code of ``SystemExit``, 1 after printing
+    the traceback of any other exception (KeyboardInterrupt included)."""
+    code = 1
+    try:
+        fn(*args)
+        code = 0
+    except SystemExit as e:
+        if e.code is None:
+            code = 0
+        elif isinstance(e.code, int):
+            code = e.code
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+    finally:
+        _flush()
+        os._exit(code)
+
+
+def exit(code: int) -> "NoReturn":  # noqa: F821
+    """End this process now with ``code``, after flushing (a forked child
+    must not run its parent's ``atexit`` handlers or finalizers)."""
+    _flush()
+    os._exit(code)
