@@ -1,0 +1,59 @@
+"""Becoming a daemon: src/os/unix/ngx_daemon.c at release-1.30.4.
+
+One ``fork()``: the parent exits, the child starts a new session, clears its
+umask and points stdin and stdout at /dev/null. There is no second fork and
+no ``chdir``, as in nginx; stderr is left for the error log.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ngxlab import _forking, process
+from ngxlab.core import NGX_ERROR, NGX_LOG_EMERG, NGX_OK, ngx_log_error
+
+__all__ = ["ngx_daemon"]
+
+
+def ngx_daemon(log):
+    """Fork; the parent exits 0; the child returns ``NGX_OK`` as a daemon,
+    or ``NGX_ERROR`` after an emerg line."""
+    try:
+        pid = _forking.fork()
+    except OSError as e:
+        ngx_log_error(NGX_LOG_EMERG, log, e.errno or 0, "fork() failed")
+        return NGX_ERROR
+
+    if pid != 0:
+        _forking.exit(0)
+
+    process.ngx_parent = process.ngx_pid
+    process.ngx_pid = os.getpid()
+
+    try:
+        os.setsid()
+    except OSError as e:
+        ngx_log_error(NGX_LOG_EMERG, log, e.errno or 0, "setsid() failed")
+        return NGX_ERROR
+
+    os.umask(0)
+
+    try:
+        fd = os.open("/dev/null", os.O_RDWR)
+    except OSError as e:
+        ngx_log_error(NGX_LOG_EMERG, log, e.errno or 0,
+                      "open(\"/dev/null\") failed")
+        return NGX_ERROR
+
+    for target, what in ((0, "STDIN"), (1, "STDOUT")):
+        try:
+            os.dup2(fd, target)
+        except OSError as e:
+            ngx_log_error(NGX_LOG_EMERG, log, e.errno or 0,
+                          "dup2(%s) failed", what)
+            return NGX_ERROR
+
+    if fd > 2:
+        os.close(fd)
+
+    return NGX_OK

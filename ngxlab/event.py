@@ -1,0 +1,246 @@
+"""The worker's event loop: src/event/ngx_event.[ch], ngx_event_timer.[ch]
+and modules/ngx_epoll_module.c at release-1.30.4, reduced to what a worker
+needs to read its channel, accept on its listening sockets and keep timers.
+
+A worker sleeps in ``epoll_wait`` inside ``ngx_process_events_and_timers``;
+when its channel becomes readable, epoll wakes it and the read event's
+handler (``ngx_channel_handler``) runs. Read and write events of one
+descriptor share one epoll registration, as in nginx's epoll module.
+
+Deviations:
+
+- One epoll module, no ``ngx_event_actions`` table: ``ngx_add_event`` and
+  ``ngx_del_event`` are the epoll functions.
+- Signals wake ``epoll_wait`` through a pipe given to
+  ``signal.set_wakeup_fd``: Python retries ``epoll_wait`` after EINTR (PEP
+  475), where C returns to the loop. The pipe's read end is registered with
+  epoll next to the channel; it is not a connection.
+- Timers are a heap of (deadline, sequence, event), not a red-black tree.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import select
+import signal
+import time
+
+from ngxlab.core import NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_OK, ngx_log_error
+
+__all__ = [
+    "NGX_READ_EVENT", "NGX_WRITE_EVENT", "NGX_CLOSE_EVENT",
+    "NGX_EXCLUSIVE_EVENT", "NGX_TIMER_INFINITE",
+    "ngx_event_t", "ngx_event_process_init", "ngx_add_event", "ngx_del_event",
+    "ngx_add_timer", "ngx_del_timer", "ngx_process_events_and_timers",
+    "ngx_event_done", "ngx_event_no_timers_left",
+]
+
+# src/event/ngx_event.h with epoll
+NGX_READ_EVENT = select.EPOLLIN | select.EPOLLRDHUP
+NGX_WRITE_EVENT = select.EPOLLOUT
+NGX_CLOSE_EVENT = 1
+NGX_EXCLUSIVE_EVENT = 0x10       # nginx's flag; epoll gets EPOLLEXCLUSIVE
+NGX_TIMER_INFINITE = -1
+
+ep = None           # the worker's epoll object (nginx: static int ep)
+_wakeup = (-1, -1)  # signal wakeup pipe
+_fds = {}           # fd -> connection registered with epoll
+_timers = []
+_seq = itertools.count()
+
+
+class ngx_event_t:
+    """A read or write event of a connection, or a bare timer event."""
+
+    __slots__ = ("data", "handler", "log", "active", "ready", "timedout",
+                 "timer_set", "channel", "accept", "write", "_deadline")
+
+    def __init__(self, data=None, handler=None, log=None, write=0):
+        self.data = data
+        self.handler = handler
+        self.log = log
+        self.active = 0
+        self.ready = 0
+        self.timedout = 0
+        self.timer_set = 0
+        self.channel = 0
+        self.accept = 0
+        self.write = write
+        self._deadline = None
+
+
+def ngx_event_process_init(cycle):
+    """Create this process's epoll instance (``ngx_epoll_init``) and the
+    signal wakeup pipe. Called in the worker after fork: an epoll instance
+    made by the parent would be shared with it."""
+    global ep, _wakeup
+    ngx_event_done()
+    ep = select.epoll()
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _wakeup = (r, w)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    ep.register(r, select.EPOLLIN)
+    return NGX_OK
+
+
+def ngx_event_done():
+    """Close the epoll instance and the wakeup pipe (ngxlab's own clean-up,
+    for a process that stops using its event loop without exiting)."""
+    global ep, _wakeup
+    if ep is not None:
+        ep.close()
+        ep = None
+    if _wakeup[0] != -1:
+        try:
+            signal.set_wakeup_fd(-1)
+        except ValueError:
+            pass
+        os.close(_wakeup[0])
+        os.close(_wakeup[1])
+        _wakeup = (-1, -1)
+    _fds.clear()
+    _timers.clear()
+
+
+def _mask(c):
+    m = 0
+    if c.read.active:
+        m |= NGX_READ_EVENT
+    if c.write.active:
+        m |= NGX_WRITE_EVENT
+    return m
+
+
+def ngx_add_event(ev, event, flags):
+    """Add ``ev`` (a connection's read or write event) to epoll,
+    level-triggered. Returns ``NGX_OK`` or ``NGX_ERROR`` after an alert
+    "epoll_ctl(...) failed"."""
+    c = ev.data
+    other = c.write if ev is c.read else c.read
+    op = "EPOLL_CTL_MOD" if other.active else "EPOLL_CTL_ADD"
+    ev.active = 1
+    try:
+        if op == "EPOLL_CTL_MOD":
+            ep.modify(c.fd, _mask(c))
+        elif flags & NGX_EXCLUSIVE_EVENT:
+            ep.register(c.fd, _mask(c) | select.EPOLLEXCLUSIVE)
+        else:
+            ep.register(c.fd, _mask(c))
+    except (OSError, AttributeError) as e:
+        ev.active = 0
+        ngx_log_error(NGX_LOG_ALERT, ev.log, getattr(e, "errno", 0) or 0,
+                      "epoll_ctl(%s, %d) failed", op, c.fd)
+        return NGX_ERROR
+    _fds[c.fd] = c
+    return NGX_OK
+
+
+def ngx_del_event(ev, event, flags):
+    """Remove ``ev`` from epoll. With ``NGX_CLOSE_EVENT`` the descriptor is
+    about to be closed, which removes it from epoll by itself."""
+    c = ev.data
+    ev.active = 0
+    if flags & NGX_CLOSE_EVENT:
+        # Closing a descriptor removes it from epoll only when no other
+        # descriptor (in any process) refers to the same open file; a
+        # channel's is shared with the master, so unregister explicitly.
+        if not _mask(c):
+            _fds.pop(c.fd, None)
+            try:
+                ep.unregister(c.fd)
+            except (OSError, AttributeError):
+                pass
+        return NGX_OK
+    try:
+        if _mask(c):
+            ep.modify(c.fd, _mask(c))
+        else:
+            ep.unregister(c.fd)
+            _fds.pop(c.fd, None)
+    except OSError as e:
+        ngx_log_error(NGX_LOG_ALERT, ev.log, e.errno or 0,
+                      "epoll_ctl(EPOLL_CTL_DEL, %d) failed", c.fd)
+        return NGX_ERROR
+    return NGX_OK
+
+
+def ngx_add_timer(ev, timer):
+    """Make ``ev.handler`` run with ``ev.timedout = 1`` in ``timer`` ms."""
+    ev._deadline = time.monotonic() + timer / 1000.0
+    ev.timer_set = 1
+    heapq.heappush(_timers, (ev._deadline, next(_seq), ev))
+
+
+def ngx_del_timer(ev):
+    ev.timer_set = 0
+    ev._deadline = None
+
+
+def _find_timer():
+    while _timers and _timers[0][2]._deadline != _timers[0][0]:
+        heapq.heappop(_timers)          # deleted or re-armed
+    if not _timers:
+        return NGX_TIMER_INFINITE
+    return max(0.0, _timers[0][0] - time.monotonic())
+
+
+def _expire_timers():
+    now = time.monotonic()
+    while _timers:
+        deadline, _, ev = _timers[0]
+        if ev._deadline != deadline:
+            heapq.heappop(_timers)
+            continue
+        if deadline > now:
+            break
+        heapq.heappop(_timers)
+        ev.timer_set = 0
+        ev._deadline = None
+        ev.timedout = 1
+        ev.handler(ev)
+
+
+def ngx_event_no_timers_left():
+    """``NGX_OK`` when no timer that must run before exit is pending (every
+    timer here is one; nginx also has cancelable ones)."""
+    return NGX_OK if _find_timer() == NGX_TIMER_INFINITE else NGX_AGAIN
+
+
+def ngx_process_events_and_timers(cycle):
+    """Wait in ``epoll_wait`` until an event, a timer or a signal; run the
+    handlers of the ready events, then of the expired timers."""
+    timer = _find_timer()
+    try:
+        events = ep.poll(timer)
+    except InterruptedError:
+        events = ()
+
+    for fd, revents in events:
+        if fd == _wakeup[0]:
+            try:
+                while os.read(fd, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            continue
+
+        c = _fds.get(fd)
+        if c is None:
+            continue
+
+        if revents & (select.EPOLLERR | select.EPOLLHUP):
+            revents |= select.EPOLLIN | select.EPOLLOUT
+
+        rev = c.read
+        if revents & select.EPOLLIN and rev.active:
+            rev.ready = 1
+            rev.handler(rev)
+
+        wev = c.write
+        if revents & select.EPOLLOUT and wev.active and _fds.get(fd) is c:
+            wev.ready = 1
+            wev.handler(wev)
+
+    _expire_timers()

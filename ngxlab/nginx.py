@@ -1,0 +1,230 @@
+"""Start-up and the binary upgrade: src/core/nginx.c at release-1.30.4.
+
+``main`` is what ``ngxlab run`` executes, in nginx's order: note the pids,
+pick up listening sockets inherited from an old master (the ``NGINX``
+environment variable), build the cycle and open the listening sockets,
+install the signal handlers, daemonize if asked, write the pid file, and
+enter the master cycle.
+
+On SIGUSR2 the master calls ``ngx_exec_new_binary``: it renames its pid file
+to ``.oldbin`` and starts the same program again as a DETACHED child, with
+``NGINX=5;`` naming the listening descriptors that the new process inherits
+across ``execve`` (they have no ``FD_CLOEXEC``; the channels have it and
+vanish). Both masters then accept on the same socket until the old one is
+told to quit.
+
+Deviations:
+
+- The new binary gets this process's whole environment plus ``NGINX``
+  (nginx passes only the variables named by ``env`` directives, and ``TZ``):
+  a Python program needs its interpreter's variables.
+- No ``SPARE=XXXX...`` variable: ngxlab does not rewrite ``argv`` for its
+  title (see ``ngxlab.setproctitle``).
+- A master with a parent that is still its parent ignores SIGUSR2, as nginx
+  does (``ngx_parent``): in the foreground under a shell that lives on,
+  ``kill -USR2`` is "ignored"; run with ``--daemon`` to upgrade.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from ngxlab import connection, cycle as ngx_cy, process, process_cycle as pc
+from ngxlab.core import (
+    NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
+    ngx_log_debug, ngx_log_error, ngx_log_t,
+)
+
+__all__ = ["NGINX_VAR", "ngx_argv", "main", "ngx_add_inherited_sockets",
+           "ngx_exec_new_binary"]
+
+NGINX_VAR = "NGINX"
+
+ngx_argv = []
+
+
+def ngx_add_inherited_sockets(cycle):
+    """Read ``NGINX=5;6;`` and add each descriptor to ``cycle.listening`` as
+    an inherited socket. Returns ``NGX_OK`` (also when the variable is
+    absent) or what ``ngx_set_inherited_sockets`` returns."""
+    inherited = os.environ.get(NGINX_VAR)
+    if inherited is None:
+        return NGX_OK
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0,
+                  "using inherited sockets from \"%s\"", inherited)
+
+    v = ""
+    for ch in inherited:
+        if ch in ":;":
+            if not v.isdigit():
+                ngx_log_error(NGX_LOG_EMERG, cycle.log, 0,
+                              "invalid socket number \"%s\" in " + NGINX_VAR
+                              + " environment variable, ignoring the rest"
+                              " of the variable", v)
+                break
+            ls = connection.ngx_listening_t()
+            ls.fd = int(v)
+            ls.inherited = 1
+            cycle.listening.append(ls)
+            v = ""
+        else:
+            v += ch
+
+    if v:
+        ngx_log_error(NGX_LOG_EMERG, cycle.log, 0,
+                      "invalid socket number \"%s\" in " + NGINX_VAR
+                      + " environment variable, ignoring", v)
+
+    pc.ngx_inherited = 1
+
+    return connection.ngx_set_inherited_sockets(cycle)
+
+
+def ngx_exec_new_binary(cycle, argv):
+    """Start ``argv`` again as a new master that inherits the listening
+    sockets; rename the pid file to ``.oldbin`` first. Returns the new
+    process's pid, or ``NGX_INVALID_PID`` (the pid file is renamed back)."""
+    env = dict(os.environ)
+    env[NGINX_VAR] = "".join("%d;" % ls.fd for ls in cycle.listening
+                             if not ls.ignore and ls.fd != -1)
+    for k, v in env.items():
+        ngx_log_debug(cycle.log, 0, "env: %s=%s", k, v)
+
+    ctx = process.ngx_exec_ctx_t(argv[0], "new binary process", list(argv),
+                                 env)
+
+    ccf = cycle.conf
+    try:
+        os.rename(ccf.pid, ccf.oldpid)
+    except OSError as e:
+        ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                      "rename() %s to %s failed before executing new binary "
+                      "process \"%s\"", ccf.pid, ccf.oldpid, argv[0])
+        return process.NGX_INVALID_PID
+
+    pid = process.ngx_execute(cycle, ctx)
+
+    if pid == process.NGX_INVALID_PID:
+        try:
+            os.rename(ccf.oldpid, ccf.pid)
+        except OSError as e:
+            ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                          "rename() %s back to %s failed after an attempt to "
+                          "execute new binary process \"%s\"", ccf.oldpid,
+                          ccf.pid, argv[0])
+
+    return pid
+
+
+def write_conf(path, worker_processes, listen, error_log="logs/error.log"):
+    """Write an ngxlab configuration file (see ``ngxlab.cycle``)."""
+    with open(path, "w") as f:
+        f.write("# ngxlab configuration: edit, then `ngxlab signal reload`\n")
+        f.write("worker_processes %d;\n" % worker_processes)
+        if listen is not None:
+            f.write("listen %s:%d;\n" % listen)
+        f.write("error_log %s notice;\n" % error_log)
+
+
+def prepare_prefix(prefix):
+    """Create ``prefix/conf`` and ``prefix/logs``; raise ``OSError`` with
+    the path when the prefix cannot be written."""
+    for sub in ("conf", "logs"):
+        d = os.path.join(prefix, sub)
+        os.makedirs(d, exist_ok=True)
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", d)
+
+
+def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
+         daemon=False, watch_master=True, log_level="notice", echo=None,
+         die_with_parent=False):
+    """Run a master the way nginx's ``main`` does; returns an exit status
+    only on a start-up error (the master itself leaves through exit)."""
+    global ngx_argv
+    ngx_argv = list(argv)
+
+    process.ngx_pid = os.getpid()
+    process.ngx_parent = os.getppid()
+
+    prefix = os.path.abspath(prefix)
+    conf_file = os.path.join(prefix, ngx_cy.NGX_CONF_FILE)
+    pid_path = os.path.join(prefix, ngx_cy.NGX_PID_PATH)
+    log_path = os.path.join(prefix, ngx_cy.NGX_ERROR_LOG_PATH)
+
+    log = ngx_log_t(log_path, log_level, echo=echo)
+
+    ccf = ngx_cy.ngx_core_conf_t(worker_processes=worker_processes,
+                                 daemon=int(daemon), pid=pid_path,
+                                 listen=listen, watch_master=int(watch_master))
+    cycle = ngx_cy.ngx_cycle_t(prefix=prefix, log=log, conf=ccf,
+                               conf_file=conf_file)
+    cycle.error_log = log_path
+    ngx_cy.ngx_cycle = cycle
+
+    from ngxlab import __version__
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "ngxlab/%s (mirrors nginx 1.30.4), Python %s", __version__,
+                  sys.version.split()[0])
+
+    if ngx_add_inherited_sockets(cycle) != NGX_OK:
+        return 1
+
+    # the listening socket of the configuration: an inherited one with the
+    # same address (any address when the port is 0), or a new one
+    if listen is not None:
+        match = [ls for ls in cycle.listening if not ls.ignore
+                 and ls.sockaddr is not None and ls.sockaddr[0] == listen[0]
+                 and (listen[1] == 0 or ls.sockaddr[1] == listen[1])]
+        for ls in cycle.listening:
+            if ls not in match[:1] and ls.fd != -1:
+                os.close(ls.fd)
+        cycle.listening = match[:1]
+        if not cycle.listening:
+            connection.ngx_create_listening(cycle, listen)
+        if connection.ngx_open_listening_sockets(cycle) != NGX_OK:
+            return 1
+        ccf.listen = cycle.listening[0].sockaddr
+        ngx_log_error(NGX_LOG_NOTICE, log, 0, "listening on %s",
+                      cycle.listening[0].addr_text)
+
+    write_conf(conf_file, worker_processes, ccf.listen)
+
+    pc.ngx_process = pc.NGX_PROCESS_MASTER
+
+    if process.ngx_init_signals(log) != NGX_OK:
+        return 1
+
+    if die_with_parent:
+        _die_with_parent(log)
+
+    if not pc.ngx_inherited and ccf.daemon:
+        from ngxlab.daemon import ngx_daemon
+        if ngx_daemon(log) != NGX_OK:
+            return 1
+        pc.ngx_daemonized = 1
+
+    if pc.ngx_inherited:
+        pc.ngx_daemonized = 1
+
+    if ngx_cy.ngx_create_pidfile(ccf.pid, log) != NGX_OK:
+        return 1
+
+    pc.ngx_master_process_cycle(cycle)
+    return 0
+
+
+def _die_with_parent(log):
+    # ngxlab's: a master started by a notebook or a test is sent SIGTERM
+    # (a fast shutdown) when the process that started it dies.
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
+                       use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != process.ngx_parent:
+        os.kill(os.getpid(), signal.SIGTERM)

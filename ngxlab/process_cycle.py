@@ -1,0 +1,678 @@
+"""The master and worker cycles: src/os/unix/ngx_process_cycle.[ch] at
+release-1.30.4.
+
+The master blocks its signals, starts the workers, and then sleeps until a
+signal arrives; each signal sets a flag, and the loop acts on the flags:
+reap dead children and respawn them into the same slot, start a new
+generation on reload, forward QUIT/TERMINATE/REOPEN to the workers over their
+channels, start a new binary. It never reads a channel; it only writes
+``channel[0]``.
+
+A worker closes the channel ends it must not hold, registers its own
+``channel[1]`` with its event loop and, from then on, does what the master's
+messages say: ``ngx_channel_handler`` sets the same flags a signal would, or
+updates the worker's copy of the process table (OPEN_CHANNEL, CLOSE_CHANNEL).
+
+Deviations:
+
+- ``sigsuspend`` becomes ``sigwaitinfo`` on the blocked set: the master takes
+  a signal synchronously, then any others already pending, and runs
+  ``ngx_signal_handler`` for each from the loop (see ``ngxlab.process``).
+- The channel mesh in the worker is nginx's; ngxlab adds one descriptor: a
+  pidfd of the master, registered with the event loop, so that a worker
+  notices its master's death and exits within a second
+  (``ngx_core_conf_t.watch_master``, on by default). nginx's workers live on
+  when the master is killed: with ``watch_master=0`` so do ngxlab's.
+- ``ngx_worker_process_exit`` and ``ngx_master_process_exit`` end the process
+  with ``os._exit`` after flushing (nginx calls ``exit()``).
+- There is no cache manager or loader: ``ngx_start_cache_manager_processes``
+  is not mirrored, and ``worker_processes + 2`` in the termination path keeps
+  nginx's "+ 2".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from ngxlab import _forking, channel as ngx_ch, connection, cycle as ngx_cy
+from ngxlab import event as ngx_event, process as proc_mod
+from ngxlab.channel import (  # noqa: F401  (re-exported, as ngx_process_cycle.h)
+    NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL, NGX_CMD_QUIT, NGX_CMD_REOPEN,
+    NGX_CMD_TERMINATE, ngx_channel_t, ngx_read_channel, ngx_write_channel,
+)
+from ngxlab.core import (
+    NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_NOTICE, NGX_OK, ngx_log_debug,
+    ngx_log_error, sizeof,
+)
+from ngxlab.process import (
+    NGX_INVALID_PID, NGX_PROCESS_JUST_RESPAWN, NGX_PROCESS_RESPAWN,
+    ngx_processes, ngx_spawn_process,
+)
+
+__all__ = [
+    "NGX_CMD_OPEN_CHANNEL", "NGX_CMD_CLOSE_CHANNEL", "NGX_CMD_QUIT",
+    "NGX_CMD_TERMINATE", "NGX_CMD_REOPEN",
+    "NGX_PROCESS_SINGLE", "NGX_PROCESS_MASTER", "NGX_PROCESS_SIGNALLER",
+    "NGX_PROCESS_WORKER", "NGX_PROCESS_HELPER",
+    "ngx_master_process_cycle", "ngx_start_worker_processes",
+    "ngx_pass_open_channel", "ngx_signal_worker_processes",
+    "ngx_reap_children", "ngx_master_process_exit",
+    "ngx_worker_process_cycle", "ngx_worker_process_init",
+    "ngx_worker_process_exit", "ngx_channel_handler",
+]
+
+# src/os/unix/ngx_process_cycle.h: process types
+NGX_PROCESS_SINGLE = 0
+NGX_PROCESS_MASTER = 1
+NGX_PROCESS_SIGNALLER = 2
+NGX_PROCESS_WORKER = 3
+NGX_PROCESS_HELPER = 4
+
+# src/os/unix/ngx_process_cycle.c globals
+ngx_process = NGX_PROCESS_SINGLE
+ngx_worker = 0
+
+ngx_reap = 0
+ngx_sigio = 0
+ngx_sigalrm = 0
+ngx_terminate = 0
+ngx_quit = 0
+ngx_debug_quit = 0
+ngx_exiting = 0
+ngx_reconfigure = 0
+ngx_reopen = 0
+ngx_change_binary = 0
+ngx_new_binary = 0
+ngx_inherited = 0
+ngx_daemonized = 0
+ngx_noaccept = 0
+ngx_noaccepting = 0
+ngx_restart = 0
+
+# How nginx's quirks are kept for demonstrations (not nginx's): the worker
+# reads its channel as nginx does, leaks included, when this is true.
+nginx_quirks = False
+
+_master_signals = (
+    signal.SIGCHLD, signal.SIGALRM, signal.SIGIO, signal.SIGINT,
+    signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH, signal.SIGTERM,
+    signal.SIGQUIT, signal.SIGUSR2,
+)
+
+
+def _sigsuspend(sigset):
+    """Wait for one signal of ``sigset`` (all blocked), then take every other
+    one already pending, running ``ngx_signal_handler`` for each."""
+    info = signal.sigwaitinfo(sigset)
+    proc_mod.ngx_signal_handler(info.si_signo, info)
+    while True:
+        info = signal.sigtimedwait(sigset, 0)
+        if info is None:
+            return
+        proc_mod.ngx_signal_handler(info.si_signo, info)
+
+
+def ngx_master_process_cycle(cycle):
+    """The master's life: start the workers, then act on signals forever.
+    Leaves through ``ngx_master_process_exit`` when nothing is left alive
+    after QUIT or TERM."""
+    global ngx_reap, ngx_sigalrm, ngx_reconfigure, ngx_restart, ngx_reopen
+    global ngx_change_binary, ngx_new_binary, ngx_noaccept, ngx_noaccepting
+
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _master_signals)
+    except OSError as e:
+        ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                      "sigprocmask() failed")
+
+    from ngxlab.setproctitle import ngx_setproctitle
+    ngx_setproctitle("master process")
+
+    ccf = cycle.conf
+    ngx_start_worker_processes(cycle, ccf.worker_processes,
+                               NGX_PROCESS_RESPAWN)
+
+    ngx_new_binary = 0
+    delay = 0
+    sigio = 0
+    live = 1
+
+    while True:
+        if delay:
+            if ngx_sigalrm:
+                sigio = 0
+                delay *= 2
+                ngx_sigalrm = 0
+
+            ngx_log_debug(cycle.log, 0, "termination cycle: %d", delay)
+            signal.setitimer(signal.ITIMER_REAL, delay / 1000.0)
+
+        ngx_log_debug(cycle.log, 0, "sigsuspend")
+
+        _sigsuspend(_master_signals)
+
+        ngx_log_debug(cycle.log, 0, "wake up, sigio %d", sigio)
+
+        if ngx_reap:
+            ngx_reap = 0
+            ngx_log_debug(cycle.log, 0, "reap children")
+            live = ngx_reap_children(cycle)
+
+        if not live and (ngx_terminate or ngx_quit):
+            ngx_master_process_exit(cycle)
+
+        if ngx_terminate:
+            if delay == 0:
+                delay = 50
+
+            if sigio:
+                sigio -= 1
+                continue
+
+            sigio = ccf.worker_processes + 2   # nginx: "+ 2 cache processes"
+
+            if delay > 1000:
+                ngx_signal_worker_processes(cycle, signal.SIGKILL)
+            else:
+                ngx_signal_worker_processes(cycle, signal.SIGTERM)
+
+            continue
+
+        if ngx_quit:
+            ngx_signal_worker_processes(cycle, signal.SIGQUIT)
+            connection.ngx_close_listening_sockets(cycle)
+            continue
+
+        if ngx_reconfigure:
+            ngx_reconfigure = 0
+
+            if ngx_new_binary:
+                ngx_start_worker_processes(cycle, ccf.worker_processes,
+                                           NGX_PROCESS_RESPAWN)
+                ngx_noaccepting = 0
+                continue
+
+            ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "reconfiguring")
+
+            new = ngx_cy.ngx_init_cycle(cycle)
+            if new is None:
+                continue
+
+            cycle = ngx_cy.ngx_cycle = new
+            ccf = cycle.conf
+            ngx_start_worker_processes(cycle, ccf.worker_processes,
+                                       NGX_PROCESS_JUST_RESPAWN)
+
+            # allow new processes to start
+            time.sleep(0.1)
+
+            live = 1
+            ngx_signal_worker_processes(cycle, signal.SIGQUIT)
+
+        if ngx_restart:
+            ngx_restart = 0
+            ngx_start_worker_processes(cycle, ccf.worker_processes,
+                                       NGX_PROCESS_RESPAWN)
+            live = 1
+
+        if ngx_reopen:
+            ngx_reopen = 0
+            ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "reopening logs")
+            ngx_cy.ngx_reopen_files(cycle)
+            ngx_signal_worker_processes(cycle, signal.SIGUSR1)
+
+        if ngx_change_binary:
+            ngx_change_binary = 0
+            ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "changing binary")
+            from ngxlab.nginx import ngx_exec_new_binary
+            ngx_new_binary = ngx_exec_new_binary(cycle, _argv())
+
+        if ngx_noaccept:
+            ngx_noaccept = 0
+            ngx_noaccepting = 1
+            ngx_signal_worker_processes(cycle, signal.SIGQUIT)
+
+
+def _argv():
+    from ngxlab import nginx
+    return nginx.ngx_argv
+
+
+def ngx_start_worker_processes(cycle, n, type):
+    """Spawn ``n`` workers in mode ``type``; after each, tell the earlier
+    ones about it (``ngx_pass_open_channel``)."""
+    ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "start worker processes")
+
+    for i in range(n):
+        ngx_spawn_process(cycle, ngx_worker_process_cycle, i, "worker process",
+                          type)
+        ngx_pass_open_channel(cycle)
+
+
+def ngx_pass_open_channel(cycle, *, retry_again=True):
+    """Send OPEN_CHANNEL {pid, slot, fd = its channel[0]} about the process
+    just spawned to every other live process with a channel.
+
+    nginx ignores the result ("TODO: NGX_AGAIN"): when a receiver's socket
+    buffer is full the message is lost and that receiver never learns about
+    the new process. ngxlab waits for room and writes again
+    (``retry_again=True``); ``retry_again=False`` is nginx's behaviour.
+    """
+    slot = proc_mod.ngx_process_slot
+    new = ngx_processes[slot]
+
+    ch = ngx_channel_t(NGX_CMD_OPEN_CHANNEL, new.pid, slot, new.channel[0])
+
+    for i in range(proc_mod.ngx_last_process):
+        p = ngx_processes[i]
+        if i == slot or p.pid == -1 or p.channel[0] == -1:
+            continue
+
+        ngx_log_debug(cycle.log, 0,
+                      "pass channel s:%d pid:%d fd:%d to s:%d pid:%d fd:%d",
+                      ch.slot, ch.pid, ch.fd, i, p.pid, p.channel[0])
+
+        _write_again(p.channel[0], ch, cycle.log, retry_again)
+
+
+def _write_again(fd, ch, log, retry_again, deadline=1.0):
+    rc = ngx_write_channel(fd, ch, sizeof(ngx_channel_t), log)
+    if rc != NGX_AGAIN or not retry_again:
+        return rc
+    # The receiver is not reading: wait (bounded) for room in its buffer.
+    import select
+    end = time.monotonic() + deadline
+    while rc == NGX_AGAIN and time.monotonic() < end:
+        select.select([], [fd], [], max(0.0, end - time.monotonic()))
+        rc = ngx_write_channel(fd, ch, sizeof(ngx_channel_t), log)
+    if rc == NGX_AGAIN:
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "channel %d stays full: %s for slot %d lost", fd,
+                      ngx_ch.command_name(ch.command), ch.slot)
+    return rc
+
+
+def ngx_signal_worker_processes(cycle, signo):
+    """Tell every child to QUIT, TERMINATE or REOPEN over its channel; fall
+    back to ``kill(pid, signo)`` when there is no such command (SIGKILL) or
+    the write did not succeed."""
+    global ngx_reap
+
+    if signo == signal.SIGQUIT:
+        command = NGX_CMD_QUIT
+    elif signo == signal.SIGTERM:
+        command = NGX_CMD_TERMINATE
+    elif signo == signal.SIGUSR1:
+        command = NGX_CMD_REOPEN
+    else:
+        command = 0
+
+    ch = ngx_channel_t(command, 0, 0, -1)
+
+    for i in range(proc_mod.ngx_last_process):
+        p = ngx_processes[i]
+
+        ngx_log_debug(cycle.log, 0, "child: %d %d e:%d t:%d d:%d r:%d j:%d",
+                      i, p.pid, p.exiting, p.exited, p.detached, p.respawn,
+                      p.just_spawn)
+
+        if p.detached or p.pid == -1:
+            continue
+
+        if p.just_spawn:
+            p.just_spawn = 0
+            continue
+
+        if p.exiting and signo == signal.SIGQUIT:
+            continue
+
+        if command:
+            if ngx_write_channel(p.channel[0], ch, sizeof(ngx_channel_t),
+                                 cycle.log) == NGX_OK:
+                if signo != signal.SIGUSR1:
+                    p.exiting = 1
+                continue
+
+        ngx_log_debug(cycle.log, 0, "kill (%d, %d)", p.pid, signo)
+
+        try:
+            os.kill(p.pid, signo)
+        except OSError as e:
+            ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                          "kill(%d, %d) failed", p.pid, signo)
+            if isinstance(e, ProcessLookupError):
+                p.exited = 1
+                p.exiting = 0
+                ngx_reap = 1
+            continue
+
+        if signo != signal.SIGUSR1:
+            p.exiting = 1
+
+
+def ngx_reap_children(cycle):
+    """Clean up every exited child: close its pair, send CLOSE_CHANNEL to
+    the living, respawn it into the same slot (then OPEN_CHANNEL) when it
+    should be, or free the slot. Returns whether a child is still alive."""
+    global ngx_new_binary, ngx_restart, ngx_noaccepting
+
+    ch = ngx_channel_t(NGX_CMD_CLOSE_CHANNEL, 0, 0, -1)
+    live = 0
+
+    i = 0
+    while i < proc_mod.ngx_last_process:
+        p = ngx_processes[i]
+
+        ngx_log_debug(cycle.log, 0, "child: %d %d e:%d t:%d d:%d r:%d j:%d",
+                      i, p.pid, p.exiting, p.exited, p.detached, p.respawn,
+                      p.just_spawn)
+
+        if p.pid == -1:
+            i += 1
+            continue
+
+        if p.exited:
+
+            if not p.detached:
+                ngx_ch.ngx_close_channel(p.channel, cycle.log)
+
+                p.channel[0] = -1
+                p.channel[1] = -1
+
+                ch.pid = p.pid
+                ch.slot = i
+
+                for n in range(proc_mod.ngx_last_process):
+                    q = ngx_processes[n]
+                    if q.exited or q.pid == -1 or q.channel[0] == -1:
+                        continue
+
+                    ngx_log_debug(cycle.log, 0,
+                                  "pass close channel s:%d pid:%d to:%d",
+                                  ch.slot, ch.pid, q.pid)
+
+                    _write_again(q.channel[0], ch, cycle.log, not nginx_quirks)
+
+            if p.respawn and not p.exiting and not ngx_terminate \
+                    and not ngx_quit:
+                if ngx_spawn_process(cycle, p.proc, p.data, p.name, i) \
+                        == NGX_INVALID_PID:
+                    ngx_log_error(NGX_LOG_ALERT, cycle.log, 0,
+                                  "could not respawn %s", p.name)
+                    i += 1
+                    continue
+
+                ngx_pass_open_channel(cycle)
+
+                live = 1
+                i += 1
+                continue
+
+            if p.pid == ngx_new_binary:
+                ccf = cycle.conf
+                try:
+                    os.rename(ccf.oldpid, ccf.pid)
+                except OSError as e:
+                    ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                                  "rename() %s back to %s failed after the "
+                                  "new binary process \"%s\" exited",
+                                  ccf.oldpid, ccf.pid, _argv()[0])
+
+                ngx_new_binary = 0
+                if ngx_noaccepting:
+                    ngx_restart = 1
+                    ngx_noaccepting = 0
+
+            if i == proc_mod.ngx_last_process - 1:
+                proc_mod.ngx_last_process -= 1
+            else:
+                p.pid = -1
+
+        elif p.exiting or not p.detached:
+            live = 1
+
+        i += 1
+
+    return live
+
+
+def ngx_master_process_exit(cycle):
+    """Delete the pid file, log "exit", close the listening sockets, exit."""
+    ngx_cy.ngx_delete_pidfile(cycle)
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "exit")
+
+    connection.ngx_close_listening_sockets(cycle)
+
+    _forking.exit(0)
+
+
+def ngx_worker_process_cycle(cycle, data):
+    """A worker's life: init, then the event loop, acting on the flags the
+    channel handler (or a signal) sets."""
+    global ngx_process, ngx_worker, ngx_quit, ngx_exiting, ngx_reopen
+
+    worker = data
+
+    ngx_process = NGX_PROCESS_WORKER
+    ngx_worker = worker
+
+    ngx_worker_process_init(cycle, worker)
+
+    from ngxlab.setproctitle import ngx_setproctitle
+    ngx_setproctitle("worker process")
+
+    while True:
+
+        if ngx_exiting:
+            if ngx_event.ngx_event_no_timers_left() == NGX_OK:
+                ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "exiting")
+                ngx_worker_process_exit(cycle)
+
+        ngx_log_debug(cycle.log, 0, "worker cycle")
+
+        ngx_event.ngx_process_events_and_timers(cycle)
+
+        if ngx_terminate:
+            ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "exiting")
+            ngx_worker_process_exit(cycle)
+
+        if ngx_quit:
+            ngx_quit = 0
+            ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0,
+                          "gracefully shutting down")
+            ngx_setproctitle("worker process is shutting down")
+
+            if not ngx_exiting:
+                ngx_exiting = 1
+                connection.ngx_close_listening_sockets(cycle)
+                from ngxlab import _http
+                _http.close_idle_connections(cycle)
+
+        if ngx_reopen:
+            ngx_reopen = 0
+            ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "reopening logs")
+            ngx_cy.ngx_reopen_files(cycle, -1)
+
+
+def ngx_worker_process_init(cycle, worker):
+    """Unblock signals, start the event loop and the listening sockets,
+    close the channel ends a worker must not hold (the other slots'
+    ``channel[1]``, its own ``channel[0]``) and register ``ngx_channel``
+    for reading with ``ngx_channel_handler``."""
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    except OSError as e:
+        ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                      "sigprocmask() failed")
+
+    # the modules' init_process hooks: the event module, then the listening
+    # sockets' accept events
+    if ngx_event.ngx_event_process_init(cycle) == NGX_ERROR:
+        _forking.exit(2)
+    from ngxlab import _http
+    if _http.init_process(cycle) == NGX_ERROR:
+        _forking.exit(2)
+    if cycle.conf.watch_master and _watch_master(cycle) == NGX_ERROR:
+        _forking.exit(2)
+
+    slot = proc_mod.ngx_process_slot
+    for n in range(proc_mod.ngx_last_process):
+        p = ngx_processes[n]
+
+        if p.pid == -1:
+            continue
+
+        if n == slot:
+            continue
+
+        if p.channel[1] == -1:
+            continue
+
+        try:
+            os.close(p.channel[1])
+        except OSError as e:
+            ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                          "close() channel failed")
+
+    try:
+        os.close(ngx_processes[slot].channel[0])
+    except OSError as e:
+        ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                      "close() channel failed")
+
+    if ngx_ch.ngx_add_channel_event(cycle, proc_mod.ngx_channel,
+                                    ngx_event.NGX_READ_EVENT,
+                                    ngx_channel_handler) == NGX_ERROR:
+        _forking.exit(2)
+
+
+def _watch_master(cycle):
+    """ngxlab's addition: a pidfd of the master in the event loop."""
+    try:
+        fd = os.pidfd_open(proc_mod.ngx_parent)
+    except OSError as e:
+        ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                      "pidfd_open(%d) failed", proc_mod.ngx_parent)
+        return NGX_ERROR
+    os.set_inheritable(fd, False)
+
+    c = connection.ngx_get_connection(fd, cycle.log)
+    if c is None:
+        os.close(fd)
+        return NGX_ERROR
+    c.read.handler = _master_exited
+    c.read.channel = 1
+    if ngx_event.ngx_add_event(c.read, ngx_event.NGX_READ_EVENT, 0) \
+            == NGX_ERROR:
+        connection.ngx_close_connection(c)
+        return NGX_ERROR
+    if os.getppid() != proc_mod.ngx_parent:
+        _master_exited(c.read)      # it died before we started watching
+    return NGX_OK
+
+
+def _master_exited(ev):
+    global ngx_terminate
+    ngx_log_error(NGX_LOG_ALERT, ev.log, 0,
+                  "master process %d exited, worker exiting",
+                  proc_mod.ngx_parent)
+    connection.ngx_close_connection(ev.data)
+    ngx_terminate = 1
+
+
+def ngx_worker_process_exit(cycle):
+    """Log the connections a graceful exit left open, log "exit", exit."""
+    global ngx_debug_quit
+
+    if ngx_exiting and not ngx_terminate:
+        from ngxlab import _http
+        for c in _http.open_connections():
+            ngx_log_error(NGX_LOG_ALERT, cycle.log, 0,
+                          "open socket #%d left in connection", c.fd)
+            ngx_debug_quit = 1
+
+    if ngx_debug_quit:
+        ngx_log_error(NGX_LOG_ALERT, cycle.log, 0, "aborting")
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "exit")
+
+    _forking.exit(0)
+
+
+def ngx_channel_handler(ev):
+    """Read every message waiting on the channel and act on it: QUIT,
+    TERMINATE and REOPEN set flags; OPEN_CHANNEL records the peer's pid and
+    the descriptor just received; CLOSE_CHANNEL closes the peer's
+    ``channel[0]``. On an error the channel is closed for good, as nginx
+    does."""
+    global ngx_quit, ngx_terminate, ngx_reopen
+
+    if ev.timedout:
+        ev.timedout = 0
+        return
+
+    c = ev.data
+
+    ngx_log_debug(ev.log, 0, "channel handler")
+
+    ch = ngx_channel_t()
+    while True:
+
+        n = ngx_read_channel(c.fd, ch, sizeof(ngx_channel_t), ev.log,
+                             nginx_quirks=nginx_quirks)
+
+        ngx_log_debug(ev.log, 0, "channel: %d", n)
+
+        if n == NGX_ERROR:
+            connection.ngx_close_connection(c)
+            return
+
+        if n == NGX_AGAIN:
+            return
+
+        ngx_log_debug(ev.log, 0, "channel command: %d", ch.command)
+
+        for observe in _received:
+            observe(ch)
+
+        if ch.command == NGX_CMD_QUIT:
+            ngx_quit = 1
+
+        elif ch.command == NGX_CMD_TERMINATE:
+            ngx_terminate = 1
+
+        elif ch.command == NGX_CMD_REOPEN:
+            ngx_reopen = 1
+
+        elif ch.command == NGX_CMD_OPEN_CHANNEL:
+            ngx_log_debug(ev.log, 0, "get channel s:%d pid:%d fd:%d",
+                          ch.slot, ch.pid, ch.fd)
+
+            ngx_processes[ch.slot].pid = ch.pid
+            ngx_processes[ch.slot].channel[0] = ch.fd
+
+        elif ch.command == NGX_CMD_CLOSE_CHANNEL:
+            ngx_log_debug(ev.log, 0, "close channel s:%d pid:%d our:%d fd:%d",
+                          ch.slot, ch.pid, ngx_processes[ch.slot].pid,
+                          ngx_processes[ch.slot].channel[0])
+
+            try:
+                os.close(ngx_processes[ch.slot].channel[0])
+            except OSError as e:
+                ngx_log_error(NGX_LOG_ALERT, ev.log, e.errno or 0,
+                              "close() channel failed")
+
+            ngx_processes[ch.slot].channel[0] = -1
+
+        elif not nginx_quirks:
+            # nginx ignores an unknown command without a word
+            ngx_log_error(NGX_LOG_ALERT, ev.log, 0,
+                          "unknown channel command %d ignored", ch.command)
+
+
+# Callbacks run in the worker for every message it reads (ngxlab's; the
+# lab's worker uses them to report what it received).
+_received: list = []

@@ -1,0 +1,30 @@
+"""Process titles: src/os/unix/ngx_setproctitle.[ch] at release-1.30.4.
+
+nginx rewrites its ``argv`` so that ``ps`` shows "nginx: master process" and
+"nginx: worker process". ngxlab sets the kernel's 15-byte process name
+instead (``prctl(PR_SET_NAME)``), which ``ps -o comm``, ``top`` and
+``/proc/PID/comm`` show: "ngxlab: master", "ngxlab: worker".
+
+Deviation: only the short name is set, not the full command line.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+__all__ = ["ngx_setproctitle"]
+
+_PR_SET_NAME = 15
+_libc = None
+
+
+def ngx_setproctitle(title):
+    """Name this process "ngxlab: <first word of title>" ("master process"
+    gives "ngxlab: master")."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
+                            use_errno=True)
+    name = ("ngxlab: " + title.split()[0]).encode()[:15]
+    _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
