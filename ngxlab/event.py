@@ -125,7 +125,9 @@ def ngx_add_event(ev, event, flags):
         if op == "EPOLL_CTL_MOD":
             ep.modify(c.fd, _mask(c))
         elif flags & NGX_EXCLUSIVE_EVENT:
-            ep.register(c.fd, _mask(c) | select.EPOLLEXCLUSIVE)
+            # EPOLLEXCLUSIVE takes no EPOLLRDHUP (EINVAL): nginx registers
+            # an accept event as EPOLLIN|EPOLLEXCLUSIVE
+            ep.register(c.fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
         else:
             ep.register(c.fd, _mask(c))
     except (OSError, AttributeError) as e:

@@ -213,17 +213,45 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
     if ngx_cy.ngx_create_pidfile(ccf.pid, log) != NGX_OK:
         return 1
 
+    slots_path = os.path.join(prefix, "logs", "ngxlab.slots")
+    pc._table_observers.append(lambda c: write_slots(c, slots_path))
+
     pc.ngx_master_process_cycle(cycle)
     return 0
+
+
+_last_slots = None
+
+
+def write_slots(cycle, path):
+    """ngxlab's (not nginx's): write the master's process table as JSON to
+    ``logs/ngxlab.slots`` when it changed, so that ``ngxlab topology`` and
+    the notebooks can label each worker with its slot."""
+    global _last_slots
+    slots = [{"slot": i, "pid": p.pid, "channel": list(p.channel),
+              "respawn": p.respawn, "just_spawn": p.just_spawn,
+              "detached": p.detached, "exiting": p.exiting}
+             for i, p in enumerate(process.ngx_processes[
+                 :process.ngx_last_process]) if p.pid > 0]
+    state = {"master": os.getpid(), "generation": cycle.generation,
+             "listen": [ls.addr_text for ls in cycle.listening
+                        if ls.fd != -1],
+             "slots": slots}
+    if state == _last_slots:
+        return
+    _last_slots = state
+    tmp = path + ".tmp"
+    import json
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, path)
 
 
 def _die_with_parent(log):
     # ngxlab's: a master started by a notebook or a test is sent SIGTERM
     # (a fast shutdown) when the process that started it dies.
     import ctypes
-    import ctypes.util
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
-                       use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)
     PR_SET_PDEATHSIG = 1
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != process.ngx_parent:

@@ -140,6 +140,9 @@ def ngx_master_process_cycle(cycle):
     live = 1
 
     while True:
+        for observe in _table_observers:
+            observe(cycle)
+
         if delay:
             if ngx_sigalrm:
                 sigio = 0
@@ -519,7 +522,8 @@ def ngx_worker_process_init(cycle, worker):
         _forking.exit(2)
 
     slot = proc_mod.ngx_process_slot
-    for n in range(proc_mod.ngx_last_process):
+    for n in range(0 if keep_inherited_channels
+                   else proc_mod.ngx_last_process):
         p = ngx_processes[n]
 
         if p.pid == -1:
@@ -538,7 +542,8 @@ def ngx_worker_process_init(cycle, worker):
                           "close() channel failed")
 
     try:
-        os.close(ngx_processes[slot].channel[0])
+        if not keep_inherited_channels:
+            os.close(ngx_processes[slot].channel[0])
     except OSError as e:
         ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
                       "close() channel failed")
@@ -673,6 +678,13 @@ def ngx_channel_handler(ev):
                           "unknown channel command %d ignored", ch.command)
 
 
-# Callbacks run in the worker for every message it reads (ngxlab's; the
-# lab's worker uses them to report what it received).
+# ngxlab's observation points (not nginx's): callbacks run in a worker for
+# every message it reads, and in the master each time round its loop (the
+# command line writes the process table to logs/ngxlab.slots with it).
 _received: list = []
+_table_observers: list = []
+
+# ngxlab's demonstration knob (not nginx's): a worker that keeps every
+# channel end it inherited, to show what the closing in
+# ngx_worker_process_init saves.
+keep_inherited_channels = False

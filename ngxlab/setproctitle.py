@@ -11,7 +11,6 @@ Deviation: only the short name is set, not the full command line.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 __all__ = ["ngx_setproctitle"]
 
@@ -24,7 +23,6 @@ def ngx_setproctitle(title):
     gives "ngxlab: master")."""
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
-                            use_errno=True)
+        _libc = ctypes.CDLL(None, use_errno=True)
     name = ("ngxlab: " + title.split()[0]).encode()[:15]
     _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)

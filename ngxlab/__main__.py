@@ -1,0 +1,249 @@
+"""The ngxlab command line: ``python -m ngxlab`` (also installed as
+``ngxlab``).
+
+    ngxlab run --workers 4 --prefix DIR [--listen 127.0.0.1:PORT] [--daemon]
+    ngxlab signal {stop,quit,reopen,reload} --prefix DIR
+    ngxlab topology --pid PID [--json]
+    ngxlab bench [--quick] [--out DIR]
+
+Exit status: 0 on success, 1 when the thing asked for failed (a port in
+use, no pid file, a signal that could not be sent), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ngxlab import __version__
+
+SIGNALS = ("stop", "quit", "reopen", "reload")
+
+
+def _workers(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+    if not 1 <= n <= 1024:
+        raise argparse.ArgumentTypeError(
+            f"{n} workers: must be from 1 to 1024 (NGX_MAX_PROCESSES)")
+    return n
+
+
+def _listen(text):
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected 127.0.0.1:PORT, not {text!r}")
+    if host != "127.0.0.1":
+        raise argparse.ArgumentTypeError(
+            f"ngxlab listens on 127.0.0.1 only, not {host!r}")
+    return (host, int(port))
+
+
+def _pid(text):
+    try:
+        pid = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a pid: {text!r}")
+    if pid <= 0:
+        raise argparse.ArgumentTypeError(f"not a pid: {text!r}")
+    return pid
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="ngxlab",
+        description="nginx's master/worker inter-process communication, "
+                    "re-implemented in Python, one nginx function at a time.")
+    parser.add_argument("--version", action="version",
+                        version=f"ngxlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="run a master and its workers, as nginx does",
+        description="Run a master that forks WORKERS workers, each with a "
+                    "socketpair channel, all accepting on one listening "
+                    "socket on 127.0.0.1. The pid file is DIR/logs/ngxlab.pid,"
+                    " the error log DIR/logs/error.log, the configuration "
+                    "DIR/conf/ngxlab.conf (edit it, then `ngxlab signal "
+                    "reload`).")
+    run.add_argument("--workers", type=_workers, default=1, metavar="N",
+                     help="worker processes, 1 to 1024 (default 1)")
+    run.add_argument("--prefix", required=True, metavar="DIR",
+                     help="directory for conf/ and logs/ (created)")
+    run.add_argument("--listen", type=_listen, default=("127.0.0.1", 0),
+                     metavar="127.0.0.1:PORT",
+                     help="address to listen on (default: a free port; the "
+                          "log says which)")
+    run.add_argument("--daemon", action="store_true",
+                     help="detach as nginx does with `daemon on` (needed for "
+                          "a binary upgrade with SIGUSR2)")
+    run.add_argument("--nginx-orphans", action="store_true",
+                     help="workers outlive a killed master, as nginx's do "
+                          "(by default they exit within a second)")
+    run.add_argument("--log-level", default="notice",
+                     choices=("debug", "info", "notice", "warn", "error",
+                              "crit", "alert", "emerg"),
+                     help="error log level (default notice)")
+    run.add_argument("--quiet", action="store_true",
+                     help="do not echo the error log to stderr")
+    run.add_argument("--die-with-parent", action="store_true",
+                     help="fast shutdown when the starting process dies "
+                          "(used by notebooks and tests)")
+
+    sig = sub.add_parser(
+        "signal", help="signal a running master, like nginx -s",
+        description="Read DIR/logs/ngxlab.pid and send the signal nginx -s "
+                    "sends: stop (TERM), quit (QUIT), reopen (USR1), reload "
+                    "(HUP). Refuses a pid that is not an ngxlab master.")
+    sig.add_argument("signal", choices=SIGNALS, metavar="{stop,quit,reopen,reload}")
+    sig.add_argument("--prefix", required=True, metavar="DIR")
+
+    top = sub.add_parser(
+        "topology", help="census of a master's descriptors (ngxlab or nginx)",
+        description="Classify every descriptor of a master and its workers, "
+                    "match the socketpairs and label each channel end with "
+                    "its slot. Works on an ngxlab master and on a real nginx "
+                    "master alike.")
+    who = top.add_mutually_exclusive_group(required=True)
+    who.add_argument("--pid", type=_pid, help="the master's pid")
+    who.add_argument("--prefix", metavar="DIR",
+                     help="an ngxlab prefix (reads its pid file)")
+    top.add_argument("--json", action="store_true", help="print JSON")
+
+    bench = sub.add_parser(
+        "bench", help="measure ngxlab beside raw Python, C and real nginx",
+        description="Run the benchmarks side by side in one run and print "
+                    "ratios against their references; write results.json and "
+                    "PNG figures into --out.")
+    bench.add_argument("--quick", action="store_true",
+                       help="a few seconds, small samples (what CI runs)")
+    bench.add_argument("--out", default="bench-out", metavar="DIR",
+                       help="output folder (default bench-out)")
+    bench.add_argument("--no-progress", action="store_true",
+                       help="no progress bar")
+    return parser
+
+
+def _run(args, argv):
+    from ngxlab import nginx
+
+    prefix = os.path.abspath(args.prefix)
+    try:
+        nginx.prepare_prefix(prefix)
+    except OSError as e:
+        print(f"ngxlab run: cannot use prefix {prefix!r}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return 1
+
+    exec_argv = [sys.executable, "-m", "ngxlab"] + list(argv)
+    return nginx.main(exec_argv, prefix, args.workers, listen=args.listen,
+                      daemon=args.daemon, watch_master=not args.nginx_orphans,
+                      log_level=args.log_level,
+                      echo=None if args.quiet or args.daemon else sys.stderr,
+                      die_with_parent=args.die_with_parent)
+
+
+def _signal(args):
+    from ngxlab import cycle as ngx_cycle, process_cycle as pc
+    from ngxlab.core import ngx_log_t
+
+    prefix = os.path.abspath(args.prefix)
+    pc.ngx_process = pc.NGX_PROCESS_SIGNALLER
+    cycle = ngx_cycle.ngx_cycle_t(
+        prefix=prefix, log=ngx_log_t(sys.stderr, "error"),
+        conf=ngx_cycle.ngx_core_conf_t(
+            pid=os.path.join(prefix, ngx_cycle.NGX_PID_PATH)))
+    return ngx_cycle.ngx_signal_process(cycle, args.signal)
+
+
+def _topology(args):
+    from ngxlab import cycle as ngx_cycle
+    from ngxlab.lab import census as lab_census
+
+    pid = args.pid
+    slots = None
+    prefix = args.prefix
+    if prefix is not None:
+        path = os.path.join(prefix, ngx_cycle.NGX_PID_PATH)
+        try:
+            with open(path) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError) as e:
+            print(f"ngxlab topology: no pid in {path!r}: {e}", file=sys.stderr)
+            return 1
+    elif ngx_cycle.is_ngxlab_master(pid):
+        prefix = _prefix_of(pid)
+    if prefix is not None:
+        slots = read_slots(prefix)
+    try:
+        c = lab_census.census_master(pid, slots=slots)
+    except lab_census.CensusError as e:
+        print(f"ngxlab topology: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(c.to_json())
+    else:
+        print(c)
+    return 0
+
+
+def _prefix_of(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+    except OSError:
+        return None
+    for i, a in enumerate(argv):
+        if a == "--prefix" and i + 1 < len(argv):
+            try:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            except OSError:
+                cwd = "/"
+            return os.path.join(cwd, argv[i + 1])
+        if a.startswith("--prefix="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def read_slots(prefix):
+    """``{pid: slot}`` from an ngxlab master's ``logs/ngxlab.slots``."""
+    try:
+        with open(os.path.join(prefix, "logs", "ngxlab.slots")) as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return {s["pid"]: s["slot"] for s in table.get("slots", [])}
+
+
+def _bench(args):
+    from ngxlab.lab import bench
+    bench.run(args.out, quick=args.quick, progress=not args.no_progress)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "run":
+        return _run(args, argv)
+    if args.command == "signal":
+        return _signal(args)
+    if args.command == "topology":
+        return _topology(args)
+    if args.command == "bench":
+        return _bench(args)
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

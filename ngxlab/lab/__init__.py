@@ -1,0 +1,41 @@
+"""ngxlab.lab: the instruments (not mirrors of nginx).
+
+Pythonic, keyword arguments, exceptions instead of return codes:
+
+- ``Master``: be nginx's master in this process (spawn workers, look at the
+  mesh, send commands, tear down) — ``ngxlab.lab.master``
+- ``MasterProcess``: run ``ngxlab run`` as its own process and poke it like
+  an operator pokes nginx — ``ngxlab.lab.run``
+- ``run_in_child``, ``forked``: fork safely from a notebook cell —
+  ``ngxlab.lab.fork``
+- ``census``, ``census_master``: every descriptor of a set of processes,
+  channel pairs matched and labelled by slot — ``ngxlab.lab.census``
+- ``Nginx``: a real nginx in a temporary prefix — ``ngxlab.lab.nginx``
+- ``parse_strace``, ``ChannelMessage``: channel traffic as events —
+  ``ngxlab.lab.trace``
+- ``bench``: what a message costs — ``ngxlab.lab.bench``
+"""
+
+import importlib
+
+_exports = {
+    "Master": "master", "Worker": "master", "MasterError": "master",
+    "MasterProcess": "run",
+    "run_in_child": "fork", "forked": "fork", "ChildError": "fork",
+    "census": "census", "census_master": "census", "Census": "census",
+    "Nginx": "nginx",
+    "parse_strace": "trace", "ChannelMessage": "trace",
+}
+
+__all__ = sorted(_exports)
+
+
+def __getattr__(name):
+    module = _exports.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ngxlab.lab' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ngxlab.lab.{module}"), name)
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
