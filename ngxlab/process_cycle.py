@@ -640,9 +640,6 @@ def ngx_channel_handler(ev):
 
         ngx_log_debug(ev.log, 0, "channel command: %d", ch.command)
 
-        for observe in _received:
-            observe(ch)
-
         if ch.command == NGX_CMD_QUIT:
             ngx_quit = 1
 
@@ -676,6 +673,9 @@ def ngx_channel_handler(ev):
             # nginx ignores an unknown command without a word
             ngx_log_error(NGX_LOG_ALERT, ev.log, 0,
                           "unknown channel command %d ignored", ch.command)
+
+        for observe in _received:
+            observe(ch)
 
 
 # ngxlab's observation points (not nginx's): callbacks run in a worker for
