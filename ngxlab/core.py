@@ -35,7 +35,7 @@ __all__ = [
     "NGX_LOG_STDERR", "NGX_LOG_EMERG", "NGX_LOG_ALERT", "NGX_LOG_CRIT",
     "NGX_LOG_ERR", "NGX_LOG_WARN", "NGX_LOG_NOTICE", "NGX_LOG_INFO",
     "NGX_LOG_DEBUG",
-    "ngx_log_t", "ngx_log_error", "ngx_log_debug", "ngx_errno", "sizeof",
+    "ngx_log_t", "ngx_log_error", "ngx_log_debug", "sizeof",
 ]
 
 # src/core/ngx_core.h
@@ -69,12 +69,6 @@ def sizeof(t) -> int:
     """``sizeof(t)`` for a mirrored C struct: the size of its byte layout."""
     return t._layout.size
 
-
-def ngx_errno(exc: OSError | None = None) -> int:
-    """The errno of an ``OSError`` (nginx reads the global ``errno``)."""
-    if exc is None:
-        return 0
-    return exc.errno or 0
 
 
 class ngx_log_t:

@@ -34,7 +34,7 @@ __all__ = [
     "NGX_EXCLUSIVE_EVENT", "NGX_TIMER_INFINITE",
     "ngx_event_t", "ngx_event_process_init", "ngx_add_event", "ngx_del_event",
     "ngx_add_timer", "ngx_del_timer", "ngx_process_events_and_timers",
-    "ngx_event_done", "ngx_event_no_timers_left",
+    "close_event_loop", "ngx_event_no_timers_left",
 ]
 
 # src/event/ngx_event.h with epoll
@@ -76,7 +76,7 @@ def ngx_event_process_init(cycle):
     signal wakeup pipe. Called in the worker after fork: an epoll instance
     made by the parent would be shared with it."""
     global ep, _wakeup
-    ngx_event_done()
+    close_event_loop()
     ep = select.epoll()
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     _wakeup = (r, w)
@@ -85,7 +85,7 @@ def ngx_event_process_init(cycle):
     return NGX_OK
 
 
-def ngx_event_done():
+def close_event_loop():
     """Close the epoll instance and the wakeup pipe (ngxlab's own clean-up,
     for a process that stops using its event loop without exiting)."""
     global ep, _wakeup
