@@ -1,0 +1,262 @@
+"""The descriptor census: real socketpairs, real forks, a real nginx, checked against ``ss -xp``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from _tools import fd_table, require_tool
+from ngxlab.lab._netlink import unix_sockets
+from ngxlab.lab.census import (Census, CensusError, CensusPermissionError, census, census_master,
+                               children_of, process_start_time)
+from ngxlab.lab.nginx import Nginx
+
+
+def _fork_holding(keep_fd: int, close_fds: tuple[int, ...], hold_r: int) -> int:
+    """Fork a child that closes ``close_fds``, keeps ``keep_fd``, and blocks until ``hold_r`` reads EOF."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            for fd in close_fds:
+                os.close(fd)
+            os.read(hold_r, 1)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def _reap(pid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+@pytest.mark.timeout(30)
+def test_socketpair_across_fork_is_a_channel_pair():
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    child = _fork_holding(b.fileno(), (a.fileno(), w), r)
+    try:
+        ino_a, ino_b = os.fstat(a.fileno()).st_ino, os.fstat(b.fileno()).st_ino
+        # the child has closed its copy of a once the census shows it holding only b
+        deadline = time.monotonic() + 5
+        while True:
+            c = census([os.getpid(), child])
+            if c.process(child).fds and all(f.inode != ino_a for f in c.process(child).fds):
+                break
+            assert time.monotonic() < deadline, "the child did not close its copy of a"
+            time.sleep(0.01)
+
+        assert c.master_pid == os.getpid()
+        assert c.process(os.getpid()).role == "master"
+        assert c.process(child).role == "worker"
+        assert len(c.pairs) == 1
+        pair = c.pairs[0]
+        assert pair.inodes == (ino_a, ino_b)          # channel[0] is the end only the master has
+        assert pair.master_fds == (a.fileno(), b.fileno())
+        assert pair.worker_pid == child
+        assert pair.slot == 0 and pair.slot_inferred and c.slots_inferred
+        assert pair.holders_of(0) == (os.getpid(),)
+        assert pair.holders_of(1) == tuple(sorted((os.getpid(), child)))
+
+        master = c.process(os.getpid())
+        assert master.fd(a.fileno()).label == "0:0"
+        assert master.fd(b.fileno()).label == "0:1"
+        assert master.fd(a.fileno()).peer_inode == ino_b
+        theirs = c.process(child).fd(b.fileno())
+        assert theirs.kind == "unix" and theirs.label == "0:1" and theirs.peer_inode == ino_a
+        assert c.process(child).channel_fds == 1 and master.channel_fds == 2
+        assert c.is_full_mesh(1)
+        assert c.counts_by_role()["master"]["channel"] == 2
+        assert c.counts_by_role()["worker"][0] == {"pid": child, "slot": 0, "channel": 1,
+                                                    "total": c.process(child).total_fds}
+
+        table = str(c)
+        assert re.search(rf"^\s*{child}\s+worker\s+0\*\s+1\s+\d+\s+0:1$", table, re.M), table
+        assert "slot inferred from spawn order" in table
+        data = json.loads(c.to_json())
+        assert data["pairs"][0]["worker_pid"] == child
+
+        given = census([os.getpid(), child], slots={child: 7})
+        assert given.pairs[0].slot == 7 and not given.slots_inferred
+        assert given.process(child).channel_ends == ("7:1",)
+    finally:
+        os.close(w)
+        _reap(child)
+        os.close(r)
+        a.close()
+        b.close()
+
+
+@pytest.mark.timeout(30)
+def test_private_socketpair_is_not_a_channel():
+    a, b = socket.socketpair()
+    try:
+        c = census([os.getpid()])
+        assert c.pairs == ()
+        fds = {f.fd: f for f in c.process(os.getpid()).fds}
+        assert fds[a.fileno()].kind == "unix" and fds[a.fileno()].peer_inode == os.fstat(b.fileno()).st_ino
+        assert not fds[a.fileno()].is_channel
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.timeout(30)
+def test_descriptor_kinds():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    r, w = os.pipe()
+    ep = select.epoll()
+    ep.register(r, select.EPOLLIN)
+    pidfd = os.pidfd_open(os.getpid())
+    null = os.open(os.devnull, os.O_RDONLY)
+    regular = open(__file__, "rb")
+    try:
+        me = census([os.getpid()]).process(os.getpid())
+        by_fd = {f.fd: f for f in me.fds}
+        port = listener.getsockname()[1]
+        assert by_fd[listener.fileno()].kind == "tcp"
+        assert by_fd[listener.fileno()].detail == f"127.0.0.1:{port} LISTEN"
+        assert by_fd[udp.fileno()].kind == "udp"
+        assert by_fd[udp.fileno()].detail == f"127.0.0.1:{udp.getsockname()[1]}"
+        assert by_fd[r].kind == by_fd[w].kind == "pipe" and by_fd[r].inode == by_fd[w].inode
+        assert by_fd[ep.fileno()].kind == "eventpoll" and by_fd[ep.fileno()].epoll_targets == (r,)
+        assert by_fd[pidfd].kind == "pidfd"
+        assert by_fd[null].kind == "devnull"
+        assert by_fd[regular.fileno()].kind == "file"
+        assert by_fd[regular.fileno()].detail == os.path.realpath(__file__)
+        assert me.role == "other" and me.slot is None and me.total_fds == len(me.fds)
+        assert me.name  # from the command line
+    finally:
+        for fd in (r, w, pidfd, null):
+            os.close(fd)
+        for obj in (listener, udp, ep, regular):
+            obj.close()
+
+
+@pytest.mark.timeout(30)
+def test_census_error_on_dead_and_zombie_pids():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    # exited but not reaped: a zombie has no descriptors to count
+    deadline = time.monotonic() + 5
+    while True:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(CensusError, match=rf"pid {pid}: .*zombie"):
+        census([pid])
+    os.waitpid(pid, 0)
+    with pytest.raises(CensusError, match=rf"pid {pid}: no such process") as info:
+        census([os.getpid(), pid])
+    assert isinstance(info.value, ProcessLookupError) and info.value.pid == pid
+    with pytest.raises(CensusError):
+        census_master(pid)
+    with pytest.raises(CensusError):
+        process_start_time(pid)
+    with pytest.raises(CensusError):
+        census([0])
+    with pytest.raises(ValueError):
+        census([])
+    assert issubclass(CensusPermissionError, PermissionError)
+    assert issubclass(CensusPermissionError, ProcessLookupError)
+
+
+@pytest.mark.timeout(30)
+def test_netlink_socket_is_closed():
+    before = fd_table()
+    for _ in range(20):
+        table = unix_sockets()
+    assert fd_table() == before
+    assert all(info.inode == ino for ino, info in table.items())
+
+
+# -- a live nginx -----------------------------------------------------------------
+
+
+_SS_LINE = re.compile(r"^(\S+)\s+(\S+)\s+\d+\s+\d+\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)\s*(.*)$")
+
+
+def _ss_unix(ss: str) -> dict[int, tuple[int, set[tuple[int, int]]]]:
+    """inode -> (peer inode, {(pid, fd) holding it}) from ``ss -xpn``."""
+    out = subprocess.run([ss, "-xpn"], capture_output=True, text=True, timeout=30, check=True).stdout
+    table = {}
+    for line in out.splitlines()[1:]:
+        m = _SS_LINE.match(line)
+        if not m:
+            continue
+        users = {(int(p), int(f)) for p, f in re.findall(r"pid=(\d+),fd=(\d+)", m.group(7))}
+        table[int(m.group(4))] = (int(m.group(6)), users)
+    return table
+
+
+@pytest.mark.nginx
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_census_of_nginx(nginx_bin, n):
+    ss = require_tool("ss", package="iproute2", probe=["-V"])
+    with Nginx(workers=n, binary=nginx_bin) as ngx:
+        c = ngx.census()
+        assert isinstance(c, Census) and c.master_pid == ngx.master_pid
+        counts = c.counts_by_role()
+        assert counts["master"]["channel"] == 2 * n
+        assert [w["channel"] for w in counts["worker"]] == [n] * n
+        assert counts["other"] == []
+        assert len(c.pairs) == n
+        assert c.channel_fds == n * n + 2 * n
+        assert c.is_full_mesh(n)
+
+        # each worker: its own channel[1], every other slot's channel[0]
+        assert sorted(c.slots) == list(range(n))
+        for w in c.workers:
+            expected = sorted(f"{s}:{1 if s == w.slot else 0}" for s in range(n))
+            assert sorted(w.channel_ends) == expected
+            assert c.pair(w.slot).worker_pid == w.pid
+            assert w.name.startswith("nginx: worker process")
+        assert c.master.name.startswith("nginx: master process")
+        # the census's own spawn-order inference agrees with the runner's model at startup
+        inferred = census_master(ngx.master_pid)
+        assert inferred.slots_inferred and inferred.slots == c.slots
+        assert set(children_of(ngx.master_pid)) == set(c.worker_pids)
+
+        # in the master, channel[0] was created first: the lower descriptor number
+        for pair in c.pairs:
+            assert pair.master_fds[0] < pair.master_fds[1]
+
+        # the pairing agrees with ss -xp for every Unix socket of every process
+        table = _ss_unix(ss)
+        checked = 0
+        for proc in c.processes:
+            for f in proc.fds:
+                if f.kind != "unix":
+                    continue
+                peer, users = table[f.inode]
+                assert (f.peer_inode or 0) == peer, (proc.pid, f)
+                assert (proc.pid, f.fd) in users, (proc.pid, f, users)
+                checked += 1
+        assert checked == c.channel_fds  # nginx holds no other Unix sockets here
+        # only loopback listeners
+        for proc in c.processes:
+            for f in proc.fds:
+                if f.kind.startswith(("tcp", "udp")):
+                    assert f.detail.startswith("127.0.0.1:"), f
