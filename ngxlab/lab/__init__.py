@@ -23,8 +23,11 @@ _exports = {
     "MasterProcess": "run",
     "run_in_child": "fork", "forked": "fork", "ChildError": "fork",
     "census": "census", "census_master": "census", "Census": "census",
-    "Nginx": "nginx",
-    "parse_strace": "trace", "ChannelMessage": "trace",
+    "CensusError": "census",
+    "Nginx": "nginx", "NginxError": "nginx", "NginxNotFound": "nginx",
+    "parse_strace": "trace", "parse_trace": "trace", "ChannelMessage": "trace",
+    "sequence": "trace", "diff_sequences": "trace", "trace_nginx": "trace",
+    "record_channel": "trace",
 }
 
 __all__ = sorted(_exports)

@@ -281,10 +281,7 @@ class Master:
         deadline = time.monotonic() + timeout
         while True:
             c = self.census()
-            n = len(self.workers)
-            ok = all(pc_.channel_fds == n for pc_ in c.processes
-                     if pc_.role == "worker")
-            if ok:
+            if c.is_full_mesh(len(self.workers)):
                 return c
             if time.monotonic() > deadline:
                 raise MasterError(f"the mesh did not complete in {timeout} s:"
