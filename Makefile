@@ -1,0 +1,90 @@
+# The README's two commands, `make book` and `make test`, and the small targets
+# they are built from. Everything runs from a virtual environment in .venv.
+#
+#   make book                 build the book into _build/html (executes the chapters)
+#   make test                 build the book, then run the tests
+#   make lab                  open the chapters as notebooks in JupyterLab
+#   make clean                remove the build and caches (keeps .venv)
+#   make distclean            also remove .venv
+#
+#   PYTHON=python3.12 make test     use another interpreter for .venv (3.11 or newer)
+#   NGXLAB_STRICT=1 make test       a test whose tool is missing fails instead of skipping
+#   PYTEST_ARGS="-k channel" make test
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+JB := $(VENV)/bin/jupyter-book
+BUILD := _build
+PYTEST_ARGS ?=
+
+SHELL := /bin/bash
+
+.PHONY: all book test lab venv clean distclean
+
+all: book
+
+# The environment. The stamp holds a hash of requirements.txt, pyproject.toml
+# and the interpreter's version, so a second run installs nothing; a .venv made
+# by another interpreter than $(PYTHON) is made anew.
+venv:
+	@set -euo pipefail; \
+	want=$$($(PYTHON) -c 'import sys; print(sys.version)'); \
+	if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print(sys.version)' 2>/dev/null)" != "$$want" ]; then \
+	    echo "== $(VENV) was made by another Python: making it anew with $(PYTHON)"; \
+	    rm -rf $(VENV); \
+	fi; \
+	if [ ! -x $(PY) ]; then \
+	    echo "== creating $(VENV) with $(PYTHON) ($$($(PYTHON) -c 'import platform; print(platform.python_version())'))"; \
+	    $(PYTHON) -m venv $(VENV); \
+	fi; \
+	hash=$$( { cat requirements.txt pyproject.toml; echo "$$want"; } | sha256sum | cut -d' ' -f1); \
+	if [ "$$(cat $(VENV)/.ngxlab-installed 2>/dev/null)" != "$$hash" ]; then \
+	    echo "== installing requirements.txt and ngxlab (editable) into $(VENV)"; \
+	    $(PY) -m pip install --disable-pip-version-check -q -r requirements.txt; \
+	    $(PY) -m pip install --disable-pip-version-check -q -e .; \
+	    echo "$$hash" > $(VENV)/.ngxlab-installed; \
+	fi
+
+# The book. Jupyter Book's execution cache keys only on a notebook's code
+# cells, and Sphinx re-reads only the pages whose source changed, so a change
+# to ngxlab alone would leave stale outputs in the pages. The build is also
+# keyed on a hash of the library (its .py, .c, .h and lab/data files), kept
+# in $(BUILD)/.ngxlab-hash: when the hash changes, the execution cache and
+# Sphinx's doctrees are removed and every chapter runs again.
+book: venv
+	@set -uo pipefail; \
+	start=$$(date +%s); \
+	mkdir -p $(BUILD); \
+	libhash=$$(find ngxlab -type f \( -name '*.py' -o -name '*.c' -o -name '*.h' -o -path 'ngxlab/lab/data/*' \) \
+	               -not -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum | cut -d' ' -f1); \
+	if [ "$$(cat $(BUILD)/.ngxlab-hash 2>/dev/null)" != "$$libhash" ]; then \
+	    if [ -d $(BUILD)/.jupyter_cache ]; then echo "== ngxlab changed: every chapter runs again"; fi; \
+	    rm -rf $(BUILD)/.jupyter_cache $(BUILD)/.doctrees $(BUILD)/jupyter_execute; \
+	    echo "$$libhash" > $(BUILD)/.ngxlab-hash; \
+	fi; \
+	$(JB) build . -W -n --keep-going; rc=$$?; \
+	if [ $$rc -ne 0 ] && compgen -G '$(BUILD)/html/reports/*' >/dev/null; then \
+	    for f in $(BUILD)/html/reports/*; do echo "== $$f"; tail -n 60 "$$f"; done; \
+	fi; \
+	echo "== book build took $$(( $$(date +%s) - start )) s (exit $$rc)"; \
+	exit $$rc
+
+test: book
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# JupyterLab on 127.0.0.1, with Markdown files opened as notebooks through
+# jupytext (the setting lives in .venv, not in your home directory).
+lab: venv
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook"}}}' \
+	    > $(VENV)/share/jupyter/lab/settings/overrides.json
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=. \
+	    $(if $(filter 0,$(shell id -u)),--allow-root) --LabApp.default_url=/lab/tree/book/intro.md
+
+clean:
+	rm -rf $(BUILD) .pytest_cache bench-out
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

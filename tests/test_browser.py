@@ -1,0 +1,246 @@
+"""The built book, as a reader's browser shows it.
+
+Serves _build/html on 127.0.0.1 and opens it in Debian's Chromium through
+Playwright (the PyPI package drives the system browser; no browser download).
+Every page: its images load, no cell shows a traceback unless the cell is
+tagged ``raises-exception``, and nothing it asks the server for is missing.
+The sidebar reaches every page in _toc.yml, and the search page finds
+SEARCH_TERM. Build the book first (``make book``; ``make test`` does).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urldefrag, urlsplit
+
+import pytest
+import yaml
+from playwright.sync_api import BrowserContext, Page, sync_playwright
+
+from _tools import require
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = ROOT / "_build" / "html"
+TOC = ROOT / "_toc.yml"
+
+# A word the search page must find. It must be in the book's text.
+SEARCH_TERM = "socketpair"
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 30_000
+
+# The module's server and browser live across its tests, and Chromium opens
+# and closes its connections to the server on its own schedule: the
+# per-test leak guard would see those sockets come and go.
+pytestmark = [pytest.mark.browser, pytest.mark.no_leak_check]
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[str]:
+    """The base URL of _build/html served on 127.0.0.1."""
+    require((HTML / "index.html").is_file(), "the book is not built (run make book)")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="book-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_bin: str, site: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    """Chromium with a fresh profile; requests that leave the local server are refused."""
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=chromium_bin,
+            headless=True,
+            args=CHROMIUM_ARGS,
+        )
+        try:
+            context.set_default_timeout(TIMEOUT_MS)
+            # The theme may name CDN scripts (MathJax, Thebe); the book must
+            # not depend on them, and a test machine must not wait for them.
+            context.route(lambda url: not url.startswith(site), lambda route: route.abort())
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser: BrowserContext) -> Iterator[Page]:
+    page = browser.new_page()
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def _pages() -> list[Path]:
+    """Every page of the built book except Sphinx's generated index and search pages."""
+    skip_dirs = {"_static", "_sources", "_images", "reports"}
+    skip_files = {"genindex.html", "search.html", "py-modindex.html"}
+    pages = []
+    for path in sorted(HTML.rglob("*.html")):
+        rel = path.relative_to(HTML)
+        if skip_dirs.intersection(rel.parts[:-1]) or rel.as_posix() in skip_files:
+            continue
+        pages.append(path)
+    return pages
+
+
+def _redirect_target(path: Path) -> str | None:
+    """Where a meta-refresh page (Jupyter Book's index.html) sends the reader, else None."""
+    text = path.read_text(errors="replace")
+    lowered = text.lower()
+    if 'http-equiv="refresh"' not in lowered:
+        return None
+    start = lowered.index("url=", lowered.index('http-equiv="refresh"')) + 4
+    end = min(i for i in (text.find('"', start), text.find("'", start)) if i != -1)
+    return text[start:end]
+
+
+def _toc_files() -> list[str]:
+    """The documents _toc.yml lists (root, parts, chapters, sections), without suffix."""
+    toc = yaml.safe_load(TOC.read_text())
+    files: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            for key in ("root", "file"):
+                if key in node:
+                    name = str(node[key])
+                    for suffix in (".md", ".ipynb", ".rst"):
+                        name = name.removesuffix(suffix)
+                    files.append(name)
+            for key in ("parts", "chapters", "sections", "entries", "subtrees"):
+                walk(node.get(key, []))
+
+    walk(toc)
+    return files
+
+
+# Run in the page: wait for every image, then list those that did not load.
+_BROKEN_IMAGES_JS = """
+async () => {
+  const images = Array.from(document.images);
+  await Promise.all(images.map((img) => {
+    img.loading = 'eager';
+    if (img.complete) return null;
+    return new Promise((done) => {
+      img.addEventListener('load', done, {once: true});
+      img.addEventListener('error', done, {once: true});
+      setTimeout(done, 10000);
+    });
+  }));
+  return images
+    .filter((img) => !(img.complete && img.naturalWidth > 0))
+    .map((img) => img.getAttribute('src') || img.outerHTML.slice(0, 200));
+}
+"""
+
+# Run in the page: the text of each cell whose output shows a Python error,
+# unless the cell carries the raises-exception tag (myst-nb renders a cell's
+# tags as classes of its container: class="cell tag_raises-exception ...").
+_TRACEBACKS_JS = """
+() => {
+  const found = new Map();
+  for (const out of document.querySelectorAll('.cell_output, .output')) {
+    const text = out.textContent || '';
+    const isError = out.classList.contains('traceback')
+      || out.querySelector('.traceback') !== null
+      || text.includes('Traceback (most recent call last)');
+    if (!isError) continue;
+    const cell = out.closest('.cell') || out;
+    if (cell.classList.contains('tag_raises-exception')) continue;
+    if (!found.has(cell)) found.set(cell, text.trim().slice(0, 400));
+  }
+  return Array.from(found.values());
+}
+"""
+
+
+def test_every_page(page: Page, site: str):
+    pages = _pages()
+    assert pages, f"no pages in {HTML.relative_to(ROOT)}"
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.url.startswith(site) and r.status >= 400 else None)
+    page.on("requestfailed", lambda r: missing.append(f"failed {r.url}") if r.url.startswith(site) else None)
+
+    problems = []
+    for path in pages:
+        rel = path.relative_to(HTML).as_posix()
+        target = _redirect_target(path)
+        if target is not None:
+            if not (path.parent / urldefrag(target).url).is_file():
+                problems.append(f"{rel}: redirects to {target}, which does not exist")
+            continue
+        missing.clear()
+        response = page.goto(site + rel, wait_until="load")
+        assert response is not None and response.ok, f"{rel}: {response and response.status}"
+        for src in page.evaluate(_BROKEN_IMAGES_JS):
+            problems.append(f"{rel}: image did not load: {src}")
+        for text in page.evaluate(_TRACEBACKS_JS):
+            problems.append(f"{rel}: a cell not tagged raises-exception shows an error:\n{text}")
+        for what in missing:
+            problems.append(f"{rel}: {what}")
+    assert not problems, "\n".join(problems)
+
+
+def test_sidebar_reaches_every_toc_page(page: Page, site: str):
+    files = _toc_files()
+    root = files[0]
+    page.goto(f"{site}{root}.html", wait_until="load")
+    hrefs = page.eval_on_selector_all(
+        "nav.bd-docs-nav a[href], a.navbar-brand[href]", "links => links.map(a => a.href)"
+    )
+    reached = {f"{root}.html"}
+    broken = []
+    for href in hrefs:
+        url = urldefrag(href).url
+        if not url.startswith(site):
+            continue
+        rel = urlsplit(url).path.removeprefix(urlsplit(site).path)
+        reached.add(rel)
+        if not (HTML / rel).is_file():
+            broken.append(rel)
+    assert not broken, f"the sidebar links to pages that were not built: {broken}"
+    unreached = [f for f in files if f"{f}.html" not in reached]
+    assert not unreached, f"pages in _toc.yml that the sidebar does not link to: {unreached}"
+
+
+def test_search_finds_the_term(page: Page, site: str):
+    page.goto(f"{site}search.html?q={SEARCH_TERM}", wait_until="load")
+    results = page.locator("#search-results ul.search li")
+    try:
+        results.first.wait_for(state="attached", timeout=TIMEOUT_MS)
+    except Exception:
+        shown = page.locator("#search-results").inner_text() if page.locator("#search-results").count() else "(no #search-results)"
+        pytest.fail(f"searching for {SEARCH_TERM!r} found nothing: {shown.strip()[:500]}", pytrace=False)
+    assert results.count() >= 1
