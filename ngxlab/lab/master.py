@@ -18,7 +18,10 @@ What differs from ``ngxlab run``: this process does not run the master
 cycle (it does not take over your signals); the workers install nginx's
 signal handlers themselves, so an interrupt in a notebook (SIGINT to the
 process group) makes them exit quietly, and they watch this process with a
-pidfd, so they exit when it dies.
+pidfd, so they exit when it dies. And a worker first closes every descriptor
+it inherited that nginx's worker would not have (a notebook kernel holds
+some sixty: ZMQ sockets, pipes, an epoll), so that the census of a worker
+forked from a notebook shows what nginx's shows.
 """
 
 from __future__ import annotations
@@ -79,7 +82,29 @@ def _reset_tables():
     del pc._table_observers[:]
 
 
+def _close_foreign_descriptors(cycle):
+    """Close what this process inherited that nginx's worker would not have:
+    a notebook kernel has some sixty descriptors (ZMQ sockets, pipes,
+    epoll), a test runner its own; nginx's master has only its log, its
+    listening sockets and its channels."""
+    keep = {0, 1, 2, cycle.log.fileno()}
+    keep.update(ls.fd for ls in cycle.listening)
+    for p in process.ngx_processes[:process.ngx_last_process]:
+        if p.pid != -1:
+            keep.update(p.channel)
+    # this worker's own pair: its slot may be the one being appended
+    keep.update(process.ngx_processes[process.ngx_process_slot].channel)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass        # the descriptor listdir itself used
+
+
 def _lab_worker_process_cycle(cycle, data):
+    _close_foreign_descriptors(cycle)
     # nginx's workers inherit the handlers main() installed; this process
     # installed none, so the worker does it before its cycle.
     process.ngx_init_signals(cycle.log)
