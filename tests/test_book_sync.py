@@ -1,0 +1,144 @@
+"""The book never drifts from the code: fast checks on the chapters' sources.
+
+- every page in book/ is in _toc.yml, and every toc entry has a page;
+- every chapter is a MyST notebook with a jupytext header and no outputs;
+- every ``literalinclude`` of ngxlab code names a file and an object that exist;
+- every public ``ngx_*`` mirror is included by some chapter;
+- every permalink to nginx is pinned to the release the mirrors follow, and
+  one that starts at a mirrored definition ends where that definition ends;
+- no page names a machine path.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ngxlab.sources import NGINX_SOURCES, NGINX_TAG, mirrors
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+
+INCLUDE = re.compile(
+    r"```\{literalinclude\}\s+(?P<path>\S+)\s*\n(?P<opts>(?::[^\n]*\n)*)")
+PYOBJECT = re.compile(r":pyobject:\s*(\S+)")
+PERMALINK = re.compile(
+    r"https://github\.com/nginx/nginx/blob/(?P<ref>[^/\s]+)/(?P<path>[^#\s)]+)"
+    r"(?:#L(?P<first>\d+)(?:-L(?P<last>\d+))?)?")
+
+
+def toc_files():
+    text = (ROOT / "_toc.yml").read_text()
+    files = re.findall(r"^\s*(?:-\s*)?(?:file|root):\s*(\S+)", text, re.M)
+    return [f for f in files]
+
+
+def chapters():
+    return sorted(BOOK.glob("*.md"))
+
+
+def includes(page: Path):
+    text = page.read_text()
+    for m in INCLUDE.finditer(text):
+        obj = PYOBJECT.search(m.group("opts"))
+        yield m.group("path"), obj.group(1) if obj else None
+
+
+def defined(path: Path, dotted: str) -> bool:
+    tree = ast.parse(path.read_text())
+    scope = tree.body
+    for part in dotted.split("."):
+        found = None
+        for node in scope:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                 ast.ClassDef)) and node.name == part:
+                found = node
+                break
+        if found is None:
+            return False
+        scope = getattr(found, "body", [])
+    return True
+
+
+def test_every_page_is_in_the_toc_and_every_entry_has_a_page():
+    listed = {f.removesuffix(".md") for f in toc_files()}
+    pages = {f"book/{p.stem}" for p in chapters()}
+    assert pages - listed == set(), "pages missing from _toc.yml"
+    assert listed - pages == set(), "_toc.yml entries without a page"
+
+
+@pytest.mark.parametrize("page", chapters(), ids=lambda p: p.stem)
+def test_chapter_is_a_myst_notebook_without_outputs(page):
+    text = page.read_text()
+    assert text.startswith("---\njupytext:"), "missing jupytext header"
+    assert "format_name: myst" in text.split("---", 2)[1]
+    assert "kernelspec:" in text.split("---", 2)[1]
+    assert '"outputs"' not in text and "output_type" not in text
+
+
+def test_no_notebook_with_outputs_is_tracked():
+    tracked = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    for name in tracked:
+        nb = json.loads((ROOT / name).read_text())
+        for cell in nb.get("cells", []):
+            assert not cell.get("outputs"), f"{name} is committed with outputs"
+
+
+@pytest.mark.parametrize("page", chapters(), ids=lambda p: p.stem)
+def test_included_code_exists(page):
+    for path, obj in includes(page):
+        target = (page.parent / path).resolve()
+        assert target.is_file(), f"{page.name}: {path} does not exist"
+        if obj is not None and target.suffix == ".py":
+            assert defined(target, obj), \
+                f"{page.name}: {path} has no {obj} (renamed or removed?)"
+
+
+def test_every_mirror_is_in_a_chapter():
+    shown = set()
+    for page in chapters():
+        for path, obj in includes(page):
+            if obj:
+                shown.add(obj.split(".")[0])
+    missing = sorted(set(mirrors()) - shown)
+    assert not missing, f"mirrors no chapter includes: {missing}"
+
+
+def test_every_mirror_has_its_nginx_source():
+    assert set(mirrors()) == set(NGINX_SOURCES)
+
+
+@pytest.mark.parametrize("page", chapters(), ids=lambda p: p.stem)
+def test_permalinks_are_pinned_and_point_at_the_mirrored_lines(page):
+    starts = {(path, first): last
+              for path, first, last, _ in NGINX_SOURCES.values()}
+    for m in PERMALINK.finditer(page.read_text()):
+        assert m.group("ref") == NGINX_TAG, \
+            f"{page.name}: {m.group(0)} is not pinned to {NGINX_TAG}"
+        if m.group("first") and m.group("last"):
+            key = (m.group("path"), int(m.group("first")))
+            if key in starts:
+                assert int(m.group("last")) == starts[key], \
+                    f"{page.name}: {m.group(0)} ends at the wrong line " \
+                    f"(the definition ends at L{starts[key]})"
+
+
+def test_sources_ranges_are_sane():
+    for name, (path, first, last, _) in NGINX_SOURCES.items():
+        assert path.startswith("src/") and 0 < first <= last, name
+
+
+@pytest.mark.parametrize("path", sorted(
+    [*BOOK.glob("*.md"), *(ROOT / "ngxlab").rglob("*.py"), ROOT / "README.md"]),
+    ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_machine_paths(path):
+    text = path.read_text()
+    for bad in ("/work/", "/root/", "shared/reference", "shared/seed",
+                "STYLE.md"):
+        assert bad not in text, f"{path.name} mentions {bad!r}"
