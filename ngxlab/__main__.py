@@ -178,7 +178,7 @@ def _topology(args):
     elif ngx_cycle.is_ngxlab_master(pid):
         prefix = _prefix_of(pid)
     if prefix is not None:
-        slots = read_slots(prefix)
+        slots = read_slots(prefix, pid)
     try:
         c = lab_census.census_master(pid, slots=slots)
     except lab_census.CensusError as e:
@@ -209,14 +209,19 @@ def _prefix_of(pid):
     return None
 
 
-def read_slots(prefix):
-    """``{pid: slot}`` from an ngxlab master's ``logs/ngxlab.slots``."""
-    try:
-        with open(os.path.join(prefix, "logs", "ngxlab.slots")) as f:
-            table = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return {s["pid"]: s["slot"] for s in table.get("slots", [])}
+def read_slots(prefix, pid=None):
+    """``{pid: slot}`` from an ngxlab master's ``logs/ngxlab.slots`` (or,
+    for an old master while a new binary runs, ``logs/ngxlab.slots.oldbin``):
+    the table written by master ``pid`` when it is given."""
+    for name in ("ngxlab.slots", "ngxlab.slots.oldbin"):
+        try:
+            with open(os.path.join(prefix, "logs", name)) as f:
+                table = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if pid is None or table.get("master") == pid:
+            return {s["pid"]: s["slot"] for s in table.get("slots", [])}
+    return None
 
 
 def _bench(args):

@@ -119,9 +119,17 @@ def _close(c):
 
 
 def close_idle_connections(cycle):
-    """On QUIT: close the connections that have not sent anything yet."""
+    """On QUIT: close the idle connections, as ``ngx_close_idle_connections``
+    does for nginx's worker. nginx calls a connection idle only while it
+    waits between two requests of a keep-alive connection; one accepted a
+    moment ago, whose request has not been read yet, is not idle and is
+    served before the worker exits (its read timer keeps the worker alive).
+    ngxlab answers one request per connection and closes it, so none of its
+    connections is ever idle and nothing is closed here. (Closing the
+    connections that had sent nothing yet reset clients whose request was
+    on its way during a reload or a binary upgrade.)"""
     for c in list(_open.values()):
-        if not c.data:
+        if getattr(c, "idle", 0):
             _close(c)
 
 

@@ -216,7 +216,16 @@ def is_ngxlab_master(pid) -> bool:
         return False
     if comm == b"ngxlab: master":
         return True
-    return b"ngxlab" in b" ".join(argv) and b"run" in argv
+    if comm.startswith(b"ngxlab: "):
+        return False            # a worker: it has its master's command line
+    # a master writes its pid file just before it takes its title: know it
+    # then by its command line, "... -m ngxlab run ..." or "ngxlab run ..."
+    for i, arg in enumerate(argv[:-1]):
+        if (arg == b"ngxlab" and i > 0 and argv[i - 1] == b"-m"
+                or i == 0 and os.path.basename(arg) == b"ngxlab") \
+                and argv[i + 1] == b"run":
+            return True
+    return False
 
 
 def ngx_signal_process(cycle, sig, check=True):

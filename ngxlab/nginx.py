@@ -20,6 +20,9 @@ Deviations:
   a Python program needs its interpreter's variables.
 - No ``SPARE=XXXX...`` variable: ngxlab does not rewrite ``argv`` for its
   title (see ``ngxlab.setproctitle``).
+- ``ngxlab run`` writes ``conf/ngxlab.conf`` from its command line (nginx
+  only reads its file); a new binary (``NGINX`` set) reads the file when
+  there is one and leaves it as it is, as nginx's new binary does.
 - A master with a parent that is still its parent ignores SIGUSR2, as nginx
   does (``ngx_parent``): in the foreground under a shell that lives on,
   ``kill -USR2`` is "ignored"; run with ``--daemon`` to upgrade.
@@ -155,7 +158,11 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
     pid_path = os.path.join(prefix, ngx_cy.NGX_PID_PATH)
     log_path = os.path.join(prefix, ngx_cy.NGX_ERROR_LOG_PATH)
 
-    log = ngx_log_t(log_path, log_level, echo=echo)
+    # nginx's ngx_use_stderr: until the pid file is written, a message at
+    # warn or worse also goes to stderr, so that a start-up failure is seen
+    # on the terminal even when the log is not echoed (--quiet, --daemon)
+    log = ngx_log_t(log_path, log_level,
+                    echo=echo if echo is not None else _StartupStderr())
 
     ccf = ngx_cy.ngx_core_conf_t(worker_processes=worker_processes,
                                  daemon=int(daemon), pid=pid_path,
@@ -173,6 +180,24 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
     if ngx_add_inherited_sockets(cycle) != NGX_OK:
         return 1
 
+    read_conf = pc.ngx_inherited and os.path.exists(conf_file)
+    if read_conf:
+        # a new binary reads the configuration file, as nginx's does: the
+        # command line it inherited is older than a reload after an edit
+        try:
+            conf = ngx_cy.read_conf(conf_file)
+        except (OSError, ValueError) as e:
+            ngx_log_error(NGX_LOG_EMERG, log, getattr(e, "errno", 0) or 0,
+                          "%s", e)
+            return 1
+        worker_processes = conf.get("worker_processes", worker_processes)
+        if not 1 <= worker_processes <= process.NGX_MAX_PROCESSES:
+            ngx_log_error(NGX_LOG_EMERG, log, 0,
+                          "invalid value \"%d\" in \"worker_processes\"",
+                          worker_processes)
+            return 1
+        ccf.worker_processes = worker_processes
+
     # the listening socket of the configuration: an inherited one with the
     # same address (any address when the port is 0), or a new one
     if listen is not None:
@@ -180,7 +205,8 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
                  and ls.sockaddr is not None and ls.sockaddr[0] == listen[0]
                  and (listen[1] == 0 or ls.sockaddr[1] == listen[1])]
         for ls in cycle.listening:
-            if ls not in match[:1] and ls.fd != -1:
+            # an ignored entry may name no open descriptor at all
+            if ls not in match[:1] and ls.fd != -1 and not ls.ignore:
                 os.close(ls.fd)
         cycle.listening = match[:1]
         if not cycle.listening:
@@ -191,7 +217,8 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
         ngx_log_error(NGX_LOG_NOTICE, log, 0, "listening on %s",
                       cycle.listening[0].addr_text)
 
-    write_conf(conf_file, worker_processes, ccf.listen)
+    if not read_conf:
+        write_conf(conf_file, worker_processes, ccf.listen)
 
     pc.ngx_process = pc.NGX_PROCESS_MASTER
 
@@ -213,6 +240,8 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
     if ngx_cy.ngx_create_pidfile(ccf.pid, log) != NGX_OK:
         return 1
 
+    log.echo = echo     # nginx: ngx_use_stderr = 0
+
     slots_path = os.path.join(prefix, "logs", "ngxlab.slots")
     pc._table_observers.append(lambda c: write_slots(c, slots_path))
 
@@ -226,8 +255,13 @@ _last_slots = None
 def write_slots(cycle, path):
     """ngxlab's (not nginx's): write the master's process table as JSON to
     ``logs/ngxlab.slots`` when it changed, so that ``ngxlab topology`` and
-    the notebooks can label each worker with its slot."""
+    the notebooks can label each worker with its slot. While a new binary
+    runs, the file belongs to it, as the pid file does: the old master
+    writes ``logs/ngxlab.slots.oldbin`` instead, and takes the plain name
+    back if the new binary exits."""
     global _last_slots
+    if pc.ngx_new_binary > 0:     # not NGX_INVALID_PID after a failed exec
+        path += ngx_cy.NGX_OLDPID_EXT
     slots = [{"slot": i, "pid": p.pid, "channel": list(p.channel),
               "respawn": p.respawn, "just_spawn": p.just_spawn,
               "detached": p.detached, "exiting": p.exiting}
@@ -237,14 +271,36 @@ def write_slots(cycle, path):
              "listen": [ls.addr_text for ls in cycle.listening
                         if ls.fd != -1],
              "slots": slots}
-    if state == _last_slots:
+    if (path, state) == _last_slots:
         return
-    _last_slots = state
+    if _last_slots is not None and _last_slots[0] != path \
+            and _last_slots[0].endswith(ngx_cy.NGX_OLDPID_EXT):
+        try:
+            os.unlink(_last_slots[0])
+        except OSError:
+            pass
+    _last_slots = (path, state)
     tmp = path + ".tmp"
     import json
     with open(tmp, "w") as f:
         json.dump(state, f)
     os.replace(tmp, path)
+
+
+class _StartupStderr:
+    """The echo of the error log while ngxlab starts: the lines at warn level
+    or worse, to this process's stderr (nginx writes them to the console
+    while ``ngx_use_stderr`` is set)."""
+
+    _levels = ("[emerg]", "[alert]", "[crit]", "[error]", "[warn]")
+
+    def write(self, line):
+        # "2026/11/27 10:00:00 [emerg] 123#0: ..."
+        if line.split(" ", 3)[2:3] and line.split(" ", 3)[2] in self._levels:
+            sys.stderr.write(line)
+
+    def flush(self):
+        sys.stderr.flush()
 
 
 def _die_with_parent(log):

@@ -20,7 +20,7 @@ import importlib
 
 _exports = {
     "Master": "master", "Worker": "master", "MasterError": "master",
-    "MasterProcess": "run",
+    "MasterProcess": "run", "MasterProcessError": "run",
     "run_in_child": "fork", "forked": "fork", "ChildError": "fork",
     "census": "census", "census_master": "census", "Census": "census",
     "CensusError": "census",
