@@ -177,10 +177,14 @@ def _topology(args):
             return 1
     elif ngx_cycle.is_ngxlab_master(pid):
         prefix = _prefix_of(pid)
+    channels = None
     if prefix is not None:
-        slots = read_slots(prefix, pid)
+        table = read_table(prefix, pid)
+        if table is not None:
+            slots = {s["pid"]: s["slot"] for s in table}
+            channels = {s["slot"]: tuple(s["channel"]) for s in table}
     try:
-        c = lab_census.census_master(pid, slots=slots)
+        c = lab_census.census_master(pid, slots=slots, channels=channels)
     except lab_census.CensusError as e:
         print(f"ngxlab topology: {e}", file=sys.stderr)
         return 1
@@ -209,10 +213,11 @@ def _prefix_of(pid):
     return None
 
 
-def read_slots(prefix, pid=None):
-    """``{pid: slot}`` from an ngxlab master's ``logs/ngxlab.slots`` (or,
-    for an old master while a new binary runs, ``logs/ngxlab.slots.oldbin``):
-    the table written by master ``pid`` when it is given."""
+def read_table(prefix, pid=None):
+    """The live slots (dicts with slot, pid, channel, flags) from an ngxlab
+    master's ``logs/ngxlab.slots`` (or, for an old master while a new binary
+    runs, ``logs/ngxlab.slots.oldbin``): the table written by master ``pid``
+    when it is given."""
     for name in ("ngxlab.slots", "ngxlab.slots.oldbin"):
         try:
             with open(os.path.join(prefix, "logs", name)) as f:
@@ -220,7 +225,7 @@ def read_slots(prefix, pid=None):
         except (OSError, ValueError):
             continue
         if pid is None or table.get("master") == pid:
-            return {s["pid"]: s["slot"] for s in table.get("slots", [])}
+            return table.get("slots", [])
     return None
 
 

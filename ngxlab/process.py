@@ -23,10 +23,12 @@ Deviations:
   calls ``ngx_process_get_status`` (``waitpid``); in Python, work inside a
   signal handler runs at an arbitrary bytecode of the main thread, which has
   broken other pre-fork servers. The master takes its signals synchronously
-  with ``sigtimedwait`` (see ``ngx_master_process_cycle``) and calls
+  with ``sigwaitinfo``, then ``sigtimedwait(0)`` for any others already
+  pending (see ``ngx_master_process_cycle``), and calls
   ``ngx_signal_handler`` from its loop, so the log line and ``waitpid`` happen
   there; a worker's Python-level handler records the signal and the event
-  loop does the rest.
+  loop does the rest. A Python handler gets no ``siginfo``, so a worker's
+  "signal N (SIG...) received" line never says "from PID".
 - ``ngx_pid`` and ``ngx_parent`` are defined in ngx_process_cycle.c in nginx;
   they live here beside ``ngx_spawn_process``, which sets them in the child.
 - ``ngx_unlock_mutexes`` has nothing to unlock: ngxlab has no accept mutex
@@ -310,7 +312,7 @@ def _python_signal_handler(signo, frame):
 def ngx_signal_handler(signo, siginfo):
     """Set the flag for ``signo`` for this process type and log "signal N
     (NAME) received [from PID][, action]". ``siginfo`` is the result of
-    ``signal.sigtimedwait`` (with ``si_pid``) or ``None``."""
+    ``signal.sigwaitinfo`` (with ``si_pid``) or ``None``."""
     from ngxlab import process_cycle as pc
 
     sig = next((s for s in signals if s.signo == signo), None)

@@ -25,6 +25,10 @@ Deviations:
   when the master is killed: with ``watch_master=0`` so do ngxlab's.
 - ``ngx_worker_process_exit`` and ``ngx_master_process_exit`` end the process
   with ``os._exit`` after flushing (nginx calls ``exit()``).
+- ``ngx_worker_process_exit`` logs "aborting" after an unclean graceful exit
+  but does not call ``ngx_debug_point`` (no ``debug_points`` directive), and
+  its "open socket #N left" line names the descriptor only, not nginx's
+  connection number and index.
 - There is no cache manager or loader: ``ngx_start_cache_manager_processes``
   is not mirrored, and ``worker_processes + 2`` in the termination path keeps
   nginx's "+ 2".

@@ -569,13 +569,18 @@ def _choose_master(raws: dict[int, _Raw]) -> int | None:
 
 
 def census(pids: Iterable[int], *, slots: Mapping[int, int] | None = None,
-           master: int | None = None) -> Census:
+           master: int | None = None,
+           channels: Mapping[int, tuple[int, int]] | None = None) -> Census:
     """Take the descriptor census of ``pids``.
 
     ``master`` is the process whose socketpairs are the channels; by default
     the pid of the set that is the parent of the most others.  ``slots`` maps
     worker pids to their slot in the master's process table; without it slots
-    are inferred from spawn order.  Raises :class:`CensusError` (a
+    are inferred from spawn order.  ``channels`` maps a slot to the master's
+    descriptor numbers ``(channel[0], channel[1])`` of its pair: when given
+    (an ngxlab master knows its table), each pair's ends and owner come from
+    it rather than from who holds what, which stays right even when a worker
+    has closed its own ``channel[1]``.  Raises :class:`CensusError` (a
     ``ProcessLookupError``) naming the pid when a process does not exist, is a
     zombie or vanishes during the census, and :class:`CensusPermissionError`
     when its descriptors cannot be read.
@@ -610,10 +615,11 @@ def census(pids: Iterable[int], *, slots: Mapping[int, int] | None = None,
 
     if master is None:
         master = _choose_master(raws)
-    return _build(raws, master, slots)
+    return _build(raws, master, slots, channels)
 
 
-def census_master(master_pid: int, *, slots: Mapping[int, int] | None = None) -> Census:
+def census_master(master_pid: int, *, slots: Mapping[int, int] | None = None,
+                  channels: Mapping[int, tuple[int, int]] | None = None) -> Census:
     """Census of a master and its live children (workers, helpers, anything it forked)."""
     state, _ppid, _start = _read_stat(master_pid)
     if state in ("Z", "X"):
@@ -622,7 +628,8 @@ def census_master(master_pid: int, *, slots: Mapping[int, int] | None = None) ->
     last_error: CensusError | None = None
     for _attempt in range(3):
         try:
-            return census([master_pid, *kids], slots=slots, master=master_pid)
+            return census([master_pid, *kids], slots=slots, master=master_pid,
+                          channels=channels)
         except CensusError as e:
             if e.pid == master_pid or isinstance(e, CensusPermissionError):
                 raise
@@ -633,7 +640,8 @@ def census_master(master_pid: int, *, slots: Mapping[int, int] | None = None) ->
     raise last_error
 
 
-def _build(raws: dict[int, _Raw], master: int | None, slots: Mapping[int, int] | None) -> Census:
+def _build(raws: dict[int, _Raw], master: int | None, slots: Mapping[int, int] | None,
+           channels: Mapping[int, tuple[int, int]] | None = None) -> Census:
     holders: dict[int, list[tuple[int, int]]] = defaultdict(list)  # unix inode -> [(pid, fd)]
     for r in raws.values():
         for f in r.fds:
@@ -655,8 +663,15 @@ def _build(raws: dict[int, _Raw], master: int | None, slots: Mapping[int, int] |
             others = {ino: {pid for pid, _ in holders[ino] if pid != master} for ino in (a, b)}
             if not others[a] and not others[b]:
                 continue  # a socketpair private to the master is not a channel
-            ch0, ch1 = _orient(a, b, others, mfd, raws)
-            worker = _owner(others[ch1], others[ch0], raws)
+            known = _from_table(mfd[a], mfd[b], channels, slots)
+            if known is not None:
+                (end_a, worker) = known
+                ch0, ch1 = (a, b) if end_a == 0 else (b, a)
+                if worker is None:
+                    worker = _owner(others[ch1], others[ch0], raws)
+            else:
+                ch0, ch1 = _orient(a, b, others, mfd, raws)
+                worker = _owner(others[ch1], others[ch0], raws)
             found.append({"ch0": ch0, "ch1": ch1, "worker": worker,
                           "master_fds": (mfd[ch0], mfd[ch1])})
 
@@ -704,6 +719,20 @@ def _build(raws: dict[int, _Raw], master: int | None, slots: Mapping[int, int] |
                                        ppid=r.ppid, start_time=r.start))
     return Census(processes=tuple(processes), pairs=tuple(pairs), master_pid=master,
                   slot_source=slot_source)
+
+
+def _from_table(fd_a: int, fd_b: int, channels: Mapping[int, tuple[int, int]] | None,
+                slots: Mapping[int, int] | None) -> tuple[int, int | None] | None:
+    """With the master's table: (which end descriptor ``fd_a`` is, the owner's pid)."""
+    if not channels:
+        return None
+    for slot, (fd0, fd1) in channels.items():
+        if {fd_a, fd_b} == {fd0, fd1}:
+            owner = None
+            if slots:
+                owner = next((pid for pid, s in slots.items() if s == slot), None)
+            return (0 if fd_a == fd0 else 1), owner
+    return None
 
 
 def _orient(a: int, b: int, others: dict[int, set[int]], mfd: dict[int, int],

@@ -297,8 +297,15 @@ class Master:
     def census(self):
         """The descriptor census of this process and its workers."""
         from ngxlab.lab.census import census
-        return census([os.getpid()] + [w.pid for w in self.workers],
-                      slots=self.slots())
+        _collect()          # a worker that exited is not censused as a zombie
+        return census([os.getpid()] + [w.pid for w in self.workers
+                                        if not _exited(w.pid)],
+                      slots=self.slots(), channels=self.channels())
+
+    def channels(self) -> dict[int, tuple[int, int]]:
+        """``{slot: (channel[0], channel[1])}``, this process's descriptor
+        numbers for each live worker's pair (orients the census)."""
+        return {w.slot: w.channel for w in self.workers}
 
     def wait_mesh(self, timeout=5.0):
         """Wait until every worker holds its full channel set (N channel
@@ -422,6 +429,11 @@ def _collect():
                               "%s %d exited with fatal code 2 and cannot be "
                               "respawned", p.name, pid)
                 p.respawn = 0
+
+
+def _exited(pid):
+    return any(p.pid == pid and p.exited for p in
+               process.ngx_processes[:process.ngx_last_process])
 
 
 def _alive_child(pid):
