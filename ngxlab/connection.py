@@ -15,6 +15,8 @@ Deviations:
   preallocated array with a free list; ``worker_connections`` still limits
   how many are in use (``ngx_get_connection`` logs nginx's alert).
 - ``ngx_listening_t`` keeps only the fields ngxlab uses.
+- ``ngx_close_listening_sockets`` closes every descriptor and sets it to -1
+  but leaves the entries in ``cycle.listening`` (nginx empties the array).
 """
 
 from __future__ import annotations

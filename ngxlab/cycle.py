@@ -21,7 +21,10 @@ Deviations:
   report it, so a reader can see which configuration answered.
 - ``ngx_signal_process`` refuses a pid that is not an ngxlab master (nginx
   would signal any pid found in the file, a recycled one included), unless
-  ``check=False``.
+  ``check=False``; it also refuses pid 0, where nginx would call
+  ``kill(0, sig)`` and signal its own process group.
+- ``ngx_init_cycle`` reads ``error_log`` but keeps the old log: the path
+  of the error log does not change on reload.
 """
 
 from __future__ import annotations
@@ -220,12 +223,10 @@ def is_ngxlab_master(pid) -> bool:
         return False            # a worker: it has its master's command line
     # a master writes its pid file just before it takes its title: know it
     # then by its command line, "... -m ngxlab run ..." or "ngxlab run ..."
-    for i, arg in enumerate(argv[:-1]):
-        if (arg == b"ngxlab" and i > 0 and argv[i - 1] == b"-m"
-                or i == 0 and os.path.basename(arg) == b"ngxlab") \
-                and argv[i + 1] == b"run":
-            return True
-    return False
+    # (strictly at the start: "python -m ngxlab run ..." or "ngxlab run ...")
+    if argv[1:4] == [b"-m", b"ngxlab", b"run"]:
+        return True
+    return os.path.basename(argv[0]) == b"ngxlab" and argv[1:2] == [b"run"]
 
 
 def ngx_signal_process(cycle, sig, check=True):
@@ -246,6 +247,9 @@ def ngx_signal_process(cycle, sig, check=True):
 
     text = buf.rstrip(b"\r\n")
     try:
+        # ngx_atoi: ASCII digits only (int() would take " 12", "+12", "1_2")
+        if not text or not all(0x30 <= c <= 0x39 for c in text):
+            raise ValueError
         pid = int(text)
         if pid <= 0:
             raise ValueError

@@ -455,8 +455,8 @@ class _InetTable:
                 continue
             for line in lines:
                 cols = line.split()
-                if len(cols) < 10:
-                    continue
+                if len(cols) < 10 or cols[9] == "0":
+                    continue        # no inode: TIME_WAIT and the like
                 addr, port = cols[1].split(":")
                 try:
                     host = _hex_ipv6(addr) if kind.endswith("6") else _hex_ipv4(addr)
