@@ -51,13 +51,15 @@ venv:
 # to ngxlab alone would leave stale outputs in the pages. The build is also
 # keyed on a hash of the library (its .py, .c, .h and lab/data files), kept
 # in $(BUILD)/.ngxlab-hash: when the hash changes, the execution cache and
-# Sphinx's doctrees are removed and every chapter runs again.
+# Sphinx's doctrees are removed and every chapter runs again. The hash also
+# covers which mirrors the chapters include, which the book's map shows.
 book: venv
 	@set -uo pipefail; \
 	start=$$(date +%s); \
 	mkdir -p $(BUILD); \
-	libhash=$$(find ngxlab -type f \( -name '*.py' -o -name '*.c' -o -name '*.h' -o -path 'ngxlab/lab/data/*' \) \
-	               -not -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum | cut -d' ' -f1); \
+	libhash=$$( { find ngxlab -type f \( -name '*.py' -o -name '*.c' -o -name '*.h' -o -path 'ngxlab/lab/data/*' \) \
+	               -not -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum; \
+	             grep -h ':pyobject:' book/*.md; } | sha256sum | cut -d' ' -f1); \
 	if [ "$$(cat $(BUILD)/.ngxlab-hash 2>/dev/null)" != "$$libhash" ]; then \
 	    if [ -d $(BUILD)/.jupyter_cache ]; then echo "== ngxlab changed: every chapter runs again"; fi; \
 	    rm -rf $(BUILD)/.jupyter_cache $(BUILD)/.doctrees $(BUILD)/jupyter_execute; \

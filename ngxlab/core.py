@@ -153,8 +153,8 @@ class ngx_log_t:
 
 
 def ngx_log_error(level, log, err, fmt, *args):
-    """Log ``fmt % args`` at ``level``, with `` (errno: strerror)`` when
-    ``err`` is non-zero, unless the log's level is lower."""
+    """Log ``fmt % args`` at ``level``, followed by "(errno: strerror)"
+    when ``err`` is non-zero, unless the log's level is lower."""
     if log is None or level > log.log_level:
         return
     log.write(level, err, fmt % args if args else fmt)

@@ -3,6 +3,12 @@
 One ``fork()``: the parent exits, the child starts a new session, clears its
 umask and points stdin and stdout at /dev/null. There is no second fork and
 no ``chdir``, as in nginx; stderr is left for the error log.
+
+Deviations:
+
+- The parent leaves with ``os._exit(0)`` after flushing (nginx calls
+  ``exit(0)``): it must not run the handlers a Python program registered
+  with ``atexit``, which belong to the daemon now.
 """
 
 from __future__ import annotations

@@ -19,6 +19,12 @@ Deviations:
   whatever happens (nginx's ``proc`` never returns either; a Python exception
   would otherwise unwind into the caller's copy of the stack).
 - Python's ``fork()`` is preceded by a flush of stdout and stderr.
+- ``socket.socketpair()`` creates both ends with ``SOCK_CLOEXEC``; nginx
+  creates them without it and sets ``FD_CLOEXEC`` afterwards with
+  ``fcntl`` (ngxlab makes that call too, so the result is the same).
+- When ``fork()`` fails for a DETACHED spawn, ngxlab does not call
+  ``ngx_close_channel`` on the slot's -1 entries (nginx does, which only
+  logs two failed ``close()`` calls).
 - ``ngx_signal_handler`` only records. In nginx the handler also logs and
   calls ``ngx_process_get_status`` (``waitpid``); in Python, work inside a
   signal handler runs at an arbitrary bytecode of the main thread, which has
@@ -268,7 +274,7 @@ def _socketpair():
 
 
 def ngx_execute(cycle, ctx):
-    """Fork a DETACHED child (no channel) that ``execve``s ``ctx.path``."""
+    """Fork a DETACHED child (no channel) that runs ``execve(ctx.path)``."""
     return ngx_spawn_process(cycle, ngx_execute_proc, ctx, ctx.name,
                              NGX_PROCESS_DETACHED)
 

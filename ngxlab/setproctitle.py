@@ -5,7 +5,9 @@ nginx rewrites its ``argv`` so that ``ps`` shows "nginx: master process" and
 instead (``prctl(PR_SET_NAME)``), which ``ps -o comm``, ``top`` and
 ``/proc/PID/comm`` show: "ngxlab: master", "ngxlab: worker".
 
-Deviation: only the short name is set, not the full command line.
+Deviations:
+
+- Only the short name is set, not the full command line.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ NGINX_SOURCES = {
     # src/core/ngx_log.[ch]
     "ngx_log_t": (_C + "ngx_log.h", 50, 76, "struct ngx_log_s"),
     "ngx_log_error": (_C + "ngx_log.c", 95, 210, "ngx_log_error_core"),
-    "ngx_log_debug": (_C + "ngx_log.h", 94, 100, "the ngx_log_debug macro"),
+    "ngx_log_debug": (_C + "ngx_log.h", 94, 96, "the ngx_log_debug macro"),
     # src/os/unix/ngx_channel.[ch]
     "ngx_channel_t": (_U + "ngx_channel.h", 17, 22, None),
     "ngx_write_channel": (_U + "ngx_channel.c", 13, 92, None),
