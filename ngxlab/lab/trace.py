@@ -712,7 +712,7 @@ class TraceRun:
         return "\n".join(lines)
 
 
-def trace_nginx(workers: int = 4, actions: Sequence[str] = ("reopen", "reload", "kill_worker:1", "quit"),
+def trace_nginx(workers: int = 4, actions: Sequence[str] = ("reopen", "kill_worker:1", "reload", "quit"),
                 *, binary=None, timeout: float = 10.0, settle: float = 0.05) -> TraceRun:
     """Start a real nginx under strace, perform ``actions`` one by one, each time waiting
     until nginx has settled (full channel mesh again), and return the decoded messages
