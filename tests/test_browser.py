@@ -28,7 +28,7 @@ HTML = ROOT / "_build" / "html"
 TOC = ROOT / "_toc.yml"
 
 # A word the search page must find. It must be in the book's text.
-SEARCH_TERM = "socketpair"
+SEARCH_TERM = "ngx_pass_open_channel"
 
 CHROMIUM_ARGS = [
     "--headless",
