@@ -16,6 +16,9 @@ Deviations:
   475), where C returns to the loop. The pipe's read end is registered with
   epoll next to the channel; it is not a connection.
 - Timers are a heap of (deadline, sequence, event), not a red-black tree.
+- No ``instance`` bit: nginx tags each epoll registration so that an event
+  for a descriptor closed and reused within one ``epoll_wait`` batch is
+  recognised as stale; ngxlab looks the descriptor up again instead.
 """
 
 from __future__ import annotations

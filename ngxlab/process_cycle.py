@@ -25,6 +25,16 @@ Deviations:
   when the master is killed: with ``watch_master=0`` so do ngxlab's.
 - ``ngx_worker_process_exit`` and ``ngx_master_process_exit`` end the process
   with ``os._exit`` after flushing (nginx calls ``exit()``).
+- ``ngx_worker_process_init`` mirrors the signal mask, the module hooks
+  (the event loop, the listening sockets) and the channel clean-up; it does
+  not mirror the environment, priority, rlimits, setgid/setuid, CPU
+  affinity, dumpable, chdir and srandom steps, which ngxlab has no
+  configuration for. ``ngx_worker_process_cycle`` has no shutdown timer and
+  no posted events.
+- On ``NGX_ERROR`` nginx's ``ngx_channel_handler`` first calls
+  ``ngx_del_conn(c, 0)`` under epoll; ngxlab's ``ngx_close_connection``
+  removes the descriptor from epoll itself (``ngx_del_event`` with
+  ``NGX_CLOSE_EVENT``), which does the same.
 - ``ngx_worker_process_exit`` logs "aborting" after an unclean graceful exit
   but does not call ``ngx_debug_point`` (no ``debug_points`` directive), and
   its "open socket #N left" line names the descriptor only, not nginx's
