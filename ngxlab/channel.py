@@ -120,9 +120,12 @@ _SIZE = sizeof(ngx_channel_t)
 _INT = struct.Struct("i")
 _CMSG_SPACE_INT = socket.CMSG_SPACE(_INT.size)
 _CMSG_LEN_INT = socket.CMSG_LEN(_INT.size)
-_SOL_SOCKET = socket.SOL_SOCKET
-_SCM_RIGHTS = socket.SCM_RIGHTS
-_MSG_TRUNCS = socket.MSG_TRUNC | socket.MSG_CTRUNC
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
+# plain ints: `int & IntFlag` builds an enum member on every call
+_MSG_TRUNCS = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_pack = ngx_channel_t._layout.pack
+_unpack_from = ngx_channel_t._layout.unpack_from
 
 # Observers of every message this process writes (ngxlab.lab.trace records
 # the master's traffic with it). Empty, it costs one truthiness test.
@@ -180,7 +183,7 @@ def ngx_write_channel(s, ch, size, log):
     ``NGX_AGAIN`` when the socket buffer is full (not logged), or
     ``NGX_ERROR`` after logging "sendmsg() failed" at alert level.
     """
-    data = bytes(ch)
+    data = _pack(ch.command, ch.pid, ch.slot, ch.fd)     # bytes(ch)
     if size != _SIZE:
         data = data[:size].ljust(size, b"\0")
 
@@ -190,7 +193,7 @@ def ngx_write_channel(s, ch, size, log):
         ancdata = ((_SOL_SOCKET, _SCM_RIGHTS, _INT.pack(ch.fd)),)
 
     try:
-        _sock(s).sendmsg((data,), ancdata)
+        (_sockets.get(s) or _sock(s)).sendmsg((data,), ancdata)
     except BlockingIOError:
         return NGX_AGAIN
     except OSError as e:
@@ -219,7 +222,8 @@ def ngx_read_channel(s, ch, size, log, *, nginx_quirks=False):
     logged, and descriptors the caller is not given stay open (leaked).
     """
     try:
-        data, ancdata, flags, _ = _sock(s).recvmsg(size, _CMSG_SPACE_INT)
+        data, ancdata, flags, _ = (_sockets.get(s) or _sock(s)).recvmsg(
+            size, _CMSG_SPACE_INT)
     except BlockingIOError:
         return NGX_AGAIN
     except OSError as e:
@@ -242,7 +246,7 @@ def ngx_read_channel(s, ch, size, log, *, nginx_quirks=False):
             _close_fds(fds)
         return NGX_ERROR
 
-    ch.command, ch.pid, ch.slot, ch.fd = ngx_channel_t._layout.unpack_from(data)
+    ch.command, ch.pid, ch.slot, ch.fd = _unpack_from(data)
     kept = -1
 
     if ch.command == NGX_CMD_OPEN_CHANNEL:
