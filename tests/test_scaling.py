@@ -1,0 +1,315 @@
+"""ngxlab.lab.scaling: behaviour, not timing.
+
+Quick runs with few workers check the structure of what the scaling
+measurements return (every N present for every system, positive times in
+the right order, ratios computed from the two medians of one run), that the
+descriptor counts equal the formulas exactly (a real nginx and ngxlab: 2N in
+the master and N in each worker; without the closing in
+ngx_worker_process_init: N + k + 1 in the worker in slot k), that every
+process a measurement started is gone afterwards, and that nginx's side is
+reported as skipped, with the reason, when there is no nginx. Tests that need
+nginx take the ``nginx_bin`` fixture: skipped without nginx, failed under
+NGXLAB_STRICT=1. No speed is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from ngxlab.lab import scaling
+
+pytestmark = pytest.mark.timeout(120)
+
+MISSING = "/nonexistent/ngxlab-test/nginx"
+
+
+def _gone(pid: int) -> bool:
+    """The process is gone (or a zombie of someone else's), or the pid now
+    belongs to a process that is neither nginx nor ngxlab."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+    except OSError:
+        return True
+    state = data[data.rfind(b")") + 2:].split()[0]
+    return state in (b"Z", b"X") or not (comm.startswith("nginx") or comm.startswith("ngxlab"))
+
+
+def _assert_all_gone(runs) -> None:
+    for r in runs:
+        if r.system != "inprocess":
+            assert _gone(r.master_pid), f"{r.system} master {r.master_pid} still alive"
+        for pid in r.worker_pids:
+            assert _gone(pid), f"{r.system} worker {pid} still alive"
+
+
+# -- the formulas ------------------------------------------------------------------
+
+
+def test_formulas():
+    for n in range(1, 40):
+        assert scaling.mesh_total(n) == n * n + 2 * n == 2 * n + n * n
+        per = [scaling.without_closing_worker(n, k) for k in range(n)]
+        assert per == [n + k + 1 for k in range(n)]
+        assert scaling.without_closing_total(n) == 2 * n + sum(per) == (3 * n * n + 5 * n) // 2
+    assert scaling.mesh_total(32) == 1088 and scaling.without_closing_total(32) == 1616
+
+
+# -- start-up to the full mesh, and QUIT ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def startup(nginx_bin):
+    """One quick interleaved run: N = 1 and 3, two repeats, QUITs timed."""
+    return scaling.startup_to_mesh((1, 3), 2, quick=True, nginx_binary=nginx_bin,
+                                   measure_quit=True)
+
+
+def test_startup_structure(startup):
+    r = startup
+    assert r.nginx_skipped is None and r.nginx_version
+    assert r.ns == (1, 3) and r.repeats == 2
+    assert r.systems() == ["ngxlab", "nginx", "inprocess"]
+    for n in r.ns:
+        for s in r.systems():
+            runs = [x for x in r.runs if x.system == s and x.n == n]
+            assert len(runs) == 2, (s, n)
+            for x in runs:
+                assert x.confirmed, x.detail
+                assert x.mesh_ms > 0 and x.first_worker_ms > 0 and math.isfinite(x.mesh_ms)
+                assert x.first_worker_ms <= x.all_forked_ms <= x.mesh_ms
+                assert x.polls >= 1 and x.poll_us > 0
+                assert len(x.worker_pids) == n and len(x.worker_cpu_list) == n
+                assert x.workers_cpu_ms > 0 and x.worker_page_faults > 0
+                if s == "inprocess":
+                    assert x.master_cpu_ms is None and x.quit_workers_ms is None
+                else:
+                    assert x.master_cpu_ms > 0
+                    assert 0 < x.quit_workers_ms <= x.quit_master_ms
+        s = r.samples("ngxlab", n)
+        assert s.reference == "nginx" and len(s.values) == len(s.reference_values) == 2
+        assert r.ratio(n) == s.median / s.reference_median == \
+            r.median("ngxlab", n) / r.median("nginx", n)
+    # interleaved: every (N, repeat) has one run of each system, and the first alternates
+    firsts = []
+    for rep in range(2):
+        for n in r.ns:
+            group = sorted((x for x in r.runs if x.n == n and x.repeat == rep),
+                           key=lambda x: x.order)
+            assert [x.order for x in group] == [0, 1, 2]
+            assert {x.system for x in group} == {"ngxlab", "nginx", "inprocess"}
+            firsts.append(group[0].system)
+    assert len(set(firsts)) > 1
+    # Python's own start-up, measured in the same rotation
+    assert set(r.python) == {"python -c pass", "python -c 'import ngxlab.nginx'",
+                             "python -m ngxlab --version", "nginx -v"}
+    for smp in r.python.values():
+        assert smp.values and all(v > 0 for v in smp.values)
+    imp = r.import_ms()
+    assert r.ratio_without_python(3) == (r.median("ngxlab", 3) - imp) / r.median("nginx", 3)
+    rows = r.ratios()
+    assert [row["measure"] for row in rows][:2] == ["start-up to full mesh, N=1",
+                                                     "start-up to full mesh, N=3"]
+    assert all(row["target"] is None for row in rows)        # the target is at N = 32
+    json.dumps(r.to_dict())
+    assert "ngxlab ms" in r.table()
+    _assert_all_gone(r.runs)
+
+
+def test_quit_reuses_the_startup_runs(startup):
+    q = scaling.quit_to_exit(reuse=startup)
+    for n in q.ns:
+        for s in ("ngxlab", "nginx"):
+            smp = q.samples(s, n)
+            assert len(smp.values) == 2 and all(v > 0 for v in smp.values)
+        assert q.ratio(n) == q.median("ngxlab", n) / q.median("nginx", n)
+    assert len(q.ratios()) == 2 * len(q.ns)
+    json.dumps(q.to_dict())
+
+
+def test_quit_to_exit_alone(nginx_bin):
+    q = scaling.quit_to_exit((2,), 1, nginx_binary=nginx_bin)
+    assert {(x.system, x.n) for x in q.runs} == {("ngxlab", 2), ("nginx", 2)}
+    for x in q.runs:
+        assert 0 < x.quit_workers_ms <= x.quit_master_ms
+    _assert_all_gone(q.runs)
+
+
+def test_calibration_is_what_the_census_says(nginx_bin):
+    ngx = scaling.calibrate("nginx", binary=nginx_bin)
+    lab = scaling.calibrate("ngxlab")
+    inproc = scaling.calibrate("inprocess")
+    assert ngx.master_other == lab.master_other          # log, listening socket, stdio
+    assert inproc.master_other is None
+    for cal in (ngx, lab, inproc):
+        assert cal.worker_other > 0 and cal.epoll_targets >= 2
+        assert cal.worker_total(5) == 5 + cal.worker_other
+    # a Python worker's extra descriptors: the signal wakeup pipe (2) and the
+    # pidfd that watches the master, against nginx's eventfd
+    assert lab.worker_other == ngx.worker_other + 2
+    with pytest.raises(ValueError):
+        scaling.calibrate("apache")
+
+
+# -- descriptors against N ------------------------------------------------------------
+
+
+def test_descriptors_equal_the_formulas(nginx_bin):
+    d = scaling.descriptors_vs_n((1, 2, 5), nginx_binary=nginx_bin)
+    assert d.nginx_skipped is None
+    assert d.systems() == ["nginx", "ngxlab", "ngxlab, no closing"]
+    for n in (1, 2, 5):
+        for system in ("nginx", "ngxlab"):
+            c = d.get(system, n)
+            assert c.master_channel == 2 * n
+            assert c.worker_channel == [n] * n
+            assert c.channel_total == n * n + 2 * n == scaling.mesh_total(n)
+            assert c.pairs == n and c.matches_formula
+        c = d.get("ngxlab, no closing", n)
+        assert c.master_channel == 2 * n
+        assert c.worker_channel == [n + k + 1 for k in range(n)]
+        assert c.channel_total == scaling.without_closing_total(n) == (3 * n * n + 5 * n) // 2
+        assert c.matches_formula
+    # the same totals per role in nginx and ngxlab's masters
+    assert [d.get("nginx", n).master_total for n in (1, 2, 5)] == \
+        [d.get("ngxlab", n).master_total for n in (1, 2, 5)]
+    assert d.all_match
+    json.dumps(d.to_dict())
+
+
+# -- without nginx -----------------------------------------------------------------------
+
+
+def test_nginx_missing_is_reported_as_skipped():
+    path, why = scaling.nginx_available(MISSING)
+    assert path is None and why
+    r = scaling.startup_to_mesh((1,), 1, nginx_binary=MISSING, inprocess=False, python=False)
+    assert r.nginx_skipped == why
+    assert r.systems() == ["ngxlab"]
+    assert not any(x.system == "nginx" for x in r.runs)
+    assert r.ratio(1) is None and r.ratio_without_python(1) is None
+    assert r.samples("nginx", 1).skipped == why
+    assert r.samples("ngxlab", 1).ratio is None          # never a ratio against nothing
+    assert "skipped" in r.table()
+    scaling.plot_startup(r)                                # draws the reason instead
+    d = scaling.descriptors_vs_n((2,), nginx_binary=MISSING)
+    assert d.nginx_skipped == why and d.get("nginx", 2) is None
+    assert d.get("ngxlab", 2).matches_formula
+    r2 = scaling.startup_to_mesh((1,), 1, nginx=False, inprocess=False, python=False)
+    assert "nginx=False" in r2.nginx_skipped
+    _assert_all_gone(r.runs)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        scaling.startup_to_mesh((0,), 1)
+    with pytest.raises(ValueError):
+        scaling.quit_to_exit(reuse=scaling.startup_to_mesh((1,), 1, nginx=False,
+                                                           inprocess=True, python=False))
+
+
+# -- the section for `ngxlab bench` ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def matplotlib_fonts(startup):
+    """Draw the three figures once, before the leak guard's first look:
+    matplotlib keeps every font file it has rendered with open, in a
+    process-wide cache, for the life of the process (a cache, not a leak)."""
+    import io
+
+    counts = [scaling.DescriptorCount(system=s, n=1, master_channel=2, master_total=7,
+                                      worker_channel=[1], worker_total=[8], channel_total=3,
+                                      pairs=1) for s in ("nginx", "ngxlab")]
+    desc = scaling.DescriptorsResult(ns=(1,), counts=counts, nginx_skipped=None,
+                                     machine=startup.machine)
+    for fig in (scaling.plot_startup(startup),
+                scaling.plot_quit(scaling.quit_to_exit(reuse=startup)),
+                scaling.plot_descriptors(desc)):
+        fig.savefig(io.BytesIO(), format="png")
+
+
+def test_run_sections_writes_json_and_figures(tmp_path, nginx_bin, capsys, matplotlib_fonts):
+    out = scaling.run_sections(tmp_path, quick=True, progress=False, ns=(1, 2))
+    for name in ("scaling.json", "startup_to_mesh.png", "quit_to_exit.png",
+                 "descriptors_vs_n.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    data = json.loads((tmp_path / "scaling.json").read_text())
+    assert data["figures"] == out["figures"] and data["quick"] is True
+    assert data["descriptors_vs_n"]["counts"]
+    assert all(c["matches_formula"] for c in data["descriptors_vs_n"]["counts"])
+    for row in data["ratios"]:
+        if row["ratio"] is not None and row["subject"] == "ngxlab":
+            assert row["ratio"] == pytest.approx(row["subject_median"] / row["reference_median"])
+    text = capsys.readouterr().out
+    assert "ngxlab scaling on" in text and "start-up to full mesh" in text
+
+
+# -- results as JSON, and the recordings shipped with the book -----------------------------
+
+
+def test_results_survive_json(startup):
+    again = scaling.StartupResult.from_dict(json.loads(json.dumps(startup.to_dict())))
+    assert again.table() == startup.table() and again.ratios() == startup.ratios()
+    q = scaling.quit_to_exit(reuse=startup)
+    assert scaling.QuitResult.from_dict(json.loads(json.dumps(q.to_dict()))).table() == q.table()
+
+
+def _recorded(name: str) -> dict:
+    from importlib import resources
+    return json.loads(resources.files("ngxlab.lab").joinpath(f"data/{name}").read_text())
+
+
+def test_recorded_mesh_is_a_labelled_real_run():
+    rec = _recorded("recorded_mesh.json")
+    assert rec["date"] and rec["nginx"] and rec["machine"] and "record_mesh" in rec["what"]
+    startup = scaling.StartupResult.from_dict(rec["startup_to_mesh"])
+    desc = scaling.DescriptorsResult.from_dict(rec["descriptors_vs_n"])
+    assert startup.nginx_skipped is None and startup.nginx_version == rec["nginx"]
+    assert startup.all_confirmed and desc.all_match
+    for n in startup.ns:
+        assert startup.ratio(n) > 0 and len(startup.values("nginx", n)) == startup.repeats
+    assert desc.systems() == ["nginx", "ngxlab", "ngxlab, no closing"]
+
+
+def test_recorded_side_by_side_is_a_labelled_real_run():
+    rec = _recorded("recorded_side_by_side.json")
+    assert rec["date"] and rec["nginx"] and rec["machine"]
+    sbs = scaling.SideBySide.from_dict(rec["side_by_side"])
+    n = sbs.n
+    assert sbs.counts("nginx", "startup") == {"OPEN_CHANNEL": n * (n - 1) // 2}
+    for phase in ("startup", "reopen", "kill_worker:1"):
+        assert sbs.diff(phase) == []
+    for phase in ("reload", "quit"):
+        assert sbs.diff(phase, without=["CLOSE_CHANNEL"]) == []
+
+
+# -- side by side, live -----------------------------------------------------------------------
+
+
+def test_side_by_side_live(nginx_bin, strace_bin):
+    n = 3
+    sbs = scaling.side_by_side(n, nginx_binary=nginx_bin)
+    a, b = sbs.census["nginx"], sbs.census["ngxlab"]
+    assert [c[:3] for c in a.counts()] == [c[:3] for c in b.counts()]   # role, slot, channels
+    assert a.counts()[0][2] == 2 * n and all(c[2] == n for c in a.counts()[1:])
+    for view in (a, b):                    # nothing of this machine's paths on a page
+        for p in view.processes:
+            whats = [what.replace("/dev/null", "") for _fd, _k, _l, what in p["fds"]]
+            assert not any("/" in what for what in whats), p
+    assert sbs.phases == ["startup", *scaling.SIDE_BY_SIDE_ACTIONS]
+    for phase in ("startup", "reopen", "kill_worker:1"):
+        assert sbs.diff(phase) == [], phase
+    for phase in ("reload", "quit"):
+        assert sbs.diff(phase, without=["CLOSE_CHANNEL"]) == [], phase
+    for system in ("nginx", "ngxlab"):
+        closes = sbs.counts(system, "reload").get("CLOSE_CHANNEL", 0)
+        assert n * n <= closes <= n * n + n * (n - 1) // 2, (system, closes)
+        assert sbs.counts(system, "reload")["OPEN_CHANNEL"] == n * n + n * (n - 1) // 2
+    again = scaling.SideBySide.from_dict(json.loads(json.dumps(sbs.to_dict())))
+    assert again.diff("reload") == sbs.diff("reload")
