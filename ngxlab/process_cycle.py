@@ -47,11 +47,15 @@ Deviations:
 from __future__ import annotations
 
 import os
+import select
 import signal
 import time
 
-from ngxlab import _forking, channel as ngx_ch, connection, cycle as ngx_cy
-from ngxlab import event as ngx_event, process as proc_mod
+# Everything a worker runs is imported here, in the master, before any fork:
+# an import after fork() would be paid again by every worker.
+from ngxlab import _forking, _http, channel as ngx_ch, connection
+from ngxlab import cycle as ngx_cy, event as ngx_event, process as proc_mod
+from ngxlab.setproctitle import ngx_setproctitle
 from ngxlab.channel import (  # noqa: F401  (re-exported, as ngx_process_cycle.h)
     NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL, NGX_CMD_QUIT, NGX_CMD_REOPEN,
     NGX_CMD_TERMINATE, ngx_channel_t, ngx_read_channel, ngx_write_channel,
@@ -141,7 +145,6 @@ def ngx_master_process_cycle(cycle):
         ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
                       "sigprocmask() failed")
 
-    from ngxlab.setproctitle import ngx_setproctitle
     ngx_setproctitle("master process")
 
     ccf = cycle.conf
@@ -299,7 +302,6 @@ def _write_again(fd, ch, log, retry_again, deadline=1.0):
     if rc != NGX_AGAIN or not retry_again:
         return rc
     # The receiver is not reading: wait (bounded) for room in its buffer.
-    import select
     end = time.monotonic() + deadline
     while rc == NGX_AGAIN and time.monotonic() < end:
         select.select([], [fd], [], max(0.0, end - time.monotonic()))
@@ -478,7 +480,6 @@ def ngx_worker_process_cycle(cycle, data):
 
     ngx_worker_process_init(cycle, worker)
 
-    from ngxlab.setproctitle import ngx_setproctitle
     ngx_setproctitle("worker process")
 
     while True:
@@ -505,7 +506,6 @@ def ngx_worker_process_cycle(cycle, data):
             if not ngx_exiting:
                 ngx_exiting = 1
                 connection.ngx_close_listening_sockets(cycle)
-                from ngxlab import _http
                 _http.close_idle_connections(cycle)
 
         if ngx_reopen:
@@ -529,7 +529,6 @@ def ngx_worker_process_init(cycle, worker):
     # sockets' accept events
     if ngx_event.ngx_event_process_init(cycle) == NGX_ERROR:
         _forking.exit(2)
-    from ngxlab import _http
     if _http.init_process(cycle) == NGX_ERROR:
         _forking.exit(2)
     if cycle.conf.watch_master and _watch_master(cycle) == NGX_ERROR:
@@ -607,7 +606,6 @@ def ngx_worker_process_exit(cycle):
     global ngx_debug_quit
 
     if ngx_exiting and not ngx_terminate:
-        from ngxlab import _http
         for c in _http.open_connections():
             ngx_log_error(NGX_LOG_ALERT, cycle.log, 0,
                           "open socket #%d left in connection", c.fd)

@@ -17,14 +17,11 @@ import ctypes
 __all__ = ["ngx_setproctitle"]
 
 _PR_SET_NAME = 15
-_libc = None
+_libc = ctypes.CDLL(None, use_errno=True)    # made once, before any fork
 
 
 def ngx_setproctitle(title):
     """Name this process "ngxlab: <first word of title>" ("master process"
     gives "ngxlab: master")."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
     name = ("ngxlab: " + title.split()[0]).encode()[:15]
     _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
