@@ -39,6 +39,8 @@ Deviations:
   but does not call ``ngx_debug_point`` (no ``debug_points`` directive), and
   its "open socket #N left" line names the descriptor only, not nginx's
   connection number and index.
+- ``keep_inherited_channels`` (ngxlab's, off by default) skips the
+  closing in ``ngx_worker_process_init``, to measure what it saves.
 - There is no cache manager or loader: ``ngx_start_cache_manager_processes``
   is not mirrored, and ``worker_processes + 2`` in the termination path keeps
   nginx's "+ 2".
