@@ -15,8 +15,9 @@ import os
 import sys
 import traceback
 import warnings
+from typing import NoReturn
 
-__all__ = ["fork", "run_child", "exit"]
+__all__ = ["fork", "run_child", "exit", "exit_code"]
 
 
 def _flush():
@@ -39,7 +40,7 @@ def fork() -> int:
         return os.fork()
 
 
-def run_child(fn, *args) -> "NoReturn":  # noqa: F821
+def run_child(fn, *args) -> NoReturn:
     """Run ``fn(*args)`` in a freshly forked child and ``os._exit`` with its
     status: 0 when it returns, the code of ``SystemExit``, 1 after printing
     the traceback of any other exception (KeyboardInterrupt included)."""
@@ -48,13 +49,7 @@ def run_child(fn, *args) -> "NoReturn":  # noqa: F821
         fn(*args)
         code = 0
     except SystemExit as e:
-        if e.code is None:
-            code = 0
-        elif isinstance(e.code, int):
-            code = e.code
-        else:
-            print(e.code, file=sys.stderr)
-            code = 1
+        code = exit_code(e)
     except BaseException:
         try:
             traceback.print_exc()
@@ -65,7 +60,18 @@ def run_child(fn, *args) -> "NoReturn":  # noqa: F821
         os._exit(code)
 
 
-def exit(code: int) -> "NoReturn":  # noqa: F821
+def exit_code(e: SystemExit) -> int:
+    """The status ``sys.exit(...)`` would give: 0 for None, the number, or 1
+    after printing any other value to stderr."""
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code
+    print(e.code, file=sys.stderr)
+    return 1
+
+
+def exit(code: int) -> NoReturn:
     """End this process now with ``code``, after flushing (a forked child
     must not run its parent's ``atexit`` handlers or finalizers)."""
     _flush()

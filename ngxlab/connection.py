@@ -26,7 +26,7 @@ import socket
 
 from ngxlab import event as ngx_event
 from ngxlab.core import (
-    NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_CRIT, NGX_LOG_EMERG, NGX_LOG_NOTICE,
+    NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_CRIT, NGX_LOG_EMERG,
     NGX_OK, ngx_log_error,
 )
 

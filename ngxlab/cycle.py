@@ -131,8 +131,6 @@ def ngx_init_cycle(old_cycle):
     """Build a new cycle from the configuration file, keeping the old
     cycle's listening sockets. Returns ``None`` (and the old cycle stays)
     when the file cannot be read, after nginx's emerg line."""
-    from ngxlab.connection import ngx_create_listening
-
     path = old_cycle.conf_file
     conf = {}
     if path:

@@ -36,7 +36,7 @@ import sys
 
 from ngxlab import connection, cycle as ngx_cy, process, process_cycle as pc
 from ngxlab.core import (
-    NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
+    NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
     ngx_log_debug, ngx_log_error, ngx_log_t,
 )
 

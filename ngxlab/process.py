@@ -43,7 +43,6 @@ Deviations:
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import signal

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ngxlab import channel as ngx_channel, process
+from ngxlab import channel as ngx_channel
 from ngxlab.channel import NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL
 from ngxlab.lab.master import Master, MasterError
 

@@ -242,13 +242,7 @@ def _child(fn, args, kwargs, parent, out_r, out_w, val_r, val_w) -> NoReturn:
             payload = pickle.dumps(("value", value), pickle.HIGHEST_PROTOCOL)
             code = 0
         except SystemExit as e:
-            if e.code is None:
-                code = 0
-            elif isinstance(e.code, int):
-                code = e.code
-            else:
-                print(e.code, file=sys.stderr)
-                code = 1
+            code = _forking.exit_code(e)
             payload = pickle.dumps(("exit", code))
         except BaseException as e:
             frames = e.__traceback__

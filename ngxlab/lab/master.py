@@ -32,7 +32,6 @@ import os
 import signal
 import tempfile
 import time
-from typing import Callable
 
 from ngxlab import (
     channel as ngx_channel, connection, cycle as ngx_cycle, process,

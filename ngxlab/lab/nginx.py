@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import signal as _signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -94,49 +93,9 @@ def nginx_version(binary: str | os.PathLike | None = None) -> str:
     return m.group(1)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # -- processes known by (pid, start time), so that a reused pid is never signalled --
 
-
-def _start_time(pid: int) -> int | None:
-    """Start time of a live (non-zombie) process, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    rest = data[data.rfind(b")") + 2:].split()
-    if rest[0] in (b"Z", b"X"):
-        return None
-    return int(rest[19])
-
-
-@dataclass(frozen=True)
-class _Proc:
-    pid: int
-    start: int
-
-    @classmethod
-    def of(cls, pid: int) -> "_Proc | None":
-        st = _start_time(pid)
-        return None if st is None else cls(pid, st)
-
-    def alive(self) -> bool:
-        return _start_time(self.pid) == self.start
-
-    def kill(self, sig: int) -> bool:
-        if not self.alive():
-            return False
-        try:
-            os.kill(self.pid, sig)
-            return True
-        except ProcessLookupError:
-            return False
+from ngxlab.lab._proc import Proc as _Proc, free_port as _free_port  # noqa: E402
 
 
 def _wait_gone(procs, timeout: float) -> bool:

@@ -85,42 +85,7 @@ class Answer:
 # -- processes known by (pid, start time) -------------------------------------
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, start time) of a process, or None when there is none."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    rest = data[data.rfind(b")") + 2:].split()
-    return rest[0].decode(), int(rest[1]), int(rest[19])
-
-
-@dataclass(frozen=True)
-class _Proc:
-    pid: int
-    start: int
-
-    @classmethod
-    def of(cls, pid: int) -> "_Proc | None":
-        st = _stat(pid)
-        if st is None or st[0] in ("Z", "X"):
-            return None
-        return cls(pid, st[2])
-
-    def alive(self) -> bool:
-        """Running (a zombie counts as gone), and still the same process."""
-        st = _stat(self.pid)
-        return st is not None and st[0] not in ("Z", "X") and st[2] == self.start
-
-    def kill(self, signum: int) -> bool:
-        if not self.alive():
-            return False
-        try:
-            os.kill(self.pid, signum)
-            return True
-        except ProcessLookupError:
-            return False
+from ngxlab.lab._proc import Proc as _Proc  # noqa: E402
 
 
 def _comm(pid: int) -> str:

@@ -88,7 +88,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -97,6 +96,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from ngxlab.lab._proc import free_port as _free_port, start_time as _start_time, stat as _stat
 from ngxlab.lab.bench import MachineInfo, Samples, machine_info
 from ngxlab.lab.census import Census, CensusError, census_master
 
@@ -178,22 +178,8 @@ def _children(pid: int) -> list[int]:
 
 def _state(pid: int) -> str | None:
     """The state letter of ``pid`` (R, S, Z, ...), None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rfind(b")") + 2:].split()[0].decode()
-
-
-def _start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    rest = data[data.rfind(b")") + 2:].split()
-    return None if rest[0] in (b"Z", b"X") else int(rest[19])
+    st = _stat(pid)
+    return None if st is None else st[0]
 
 
 def _cpu_ms(pid: int) -> float | None:
@@ -277,12 +263,6 @@ def nginx_available(binary=None) -> tuple[str | None, str | None]:
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"nginx cannot run here: {e}"
     return path, None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ngxlab_env() -> dict[str, str]:
@@ -1802,7 +1782,7 @@ def plot_descriptors(result: DescriptorsResult):
     ax2.set_ylim(bottom=0)
     ax2.grid(True, alpha=0.3)
     ax2.legend(fontsize=8)
-    ax2.set_title(f"Per worker: N, or N + k + 1 without the closing", fontsize=10)
+    ax2.set_title("Per worker: N, or N + k + 1 without the closing", fontsize=10)
     fig.suptitle(_title("Channel descriptors against N (census of settled meshes)",
                         result.machine), fontsize=10)
     return fig
