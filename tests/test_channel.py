@@ -16,6 +16,7 @@ import struct
 import subprocess
 
 import pytest
+from _tools import fd_table
 
 from ngxlab.channel import (
     NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL, NGX_CMD_QUIT, NGX_CMD_REOPEN,
@@ -30,15 +31,8 @@ SIZE = 32
 
 
 def fds():
-    """This process's open descriptors (not the one listdir itself used)."""
-    out = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        out.add(int(fd))
-    return out
+    """This process's open descriptors."""
+    return set(fd_table())
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import signal
 import time
 
 import pytest
+from _tools import fd_table
 
 from ngxlab import _forking, cycle as ngx_cycle, process
 from ngxlab.core import NGX_LOG_DEBUG, ngx_log_t
@@ -27,14 +28,8 @@ from ngxlab.process import (
 
 
 def fds():
-    out = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        out.add(int(fd))
-    return out
+    """This process's open descriptors."""
+    return set(fd_table())
 
 
 @pytest.fixture
