@@ -191,14 +191,14 @@ def test_bad_arguments():
         Master(workers=1).send(0, 3)
 
 
-def test_workers_exit_when_this_process_dies():
+def test_workers_exit_when_this_process_dies(tmp_path):
     """A master (here, a forked child acting as one) killed by SIGKILL: its
     workers notice through their pidfd and exit within a second."""
     r, w = os.pipe()
 
     def be_master():
         os.close(r)
-        with Master(workers=3) as m:
+        with Master(workers=3, log_path=tmp_path / "error.log") as m:
             m.wait_mesh()
             os.write(w, (" ".join(str(x.pid) for x in m.workers)).encode())
             time.sleep(60)
