@@ -262,7 +262,7 @@ class Nginx:
         self._guard = _Guard()
         self._finalizer = weakref.finalize(self, self._guard.kill_now)
         self._prefix: Path | None = None
-        self._port: int | None = None
+        self._port: int | None = self._port_arg or None
         self._strace_path: Path | None = None
         self._version: str | None = None
         self._started = False
