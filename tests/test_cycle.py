@@ -688,3 +688,29 @@ def test_a_foreground_master_dies_with_its_parent(tmp_path):
     assert f"{master}#0: signal 15 (SIGTERM) received" in log
     assert re.search(rf"{master}#0: exit$", log, re.M)
     assert not (tmp_path / "logs" / "ngxlab.pid").exists()
+
+
+@pytest.mark.timeout(30)
+def test_a_daemon_master_is_stopped_when_its_starter_is_killed(tmp_path):
+    # a daemon is nobody's child: the watchdog MasterProcess starts beside it
+    # stops it when the starting process dies by SIGKILL (no atexit, no
+    # finalizer runs then)
+    script = ("import sys, time\n"
+              "from ngxlab.lab.run import MasterProcess\n"
+              "m = MasterProcess(2, prefix=sys.argv[1], daemon=True).start()\n"
+              "print(m.pid, *m.slots().values(), flush=True)\n"
+              "time.sleep(60)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    starter = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                               stdout=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=root))
+    try:
+        master, *workers = map(int, starter.stdout.readline().split())
+        assert len(workers) == 2 and _alive(master)
+    finally:
+        starter.kill()
+        starter.wait()
+        starter.stdout.close()
+    _wait(lambda: not any(_alive(p) for p in (master, *workers)), 8, "all gone")
+    log = (tmp_path / "logs" / "error.log").read_text()
+    assert f"{master}#0: signal 15 (SIGTERM) received" in log

@@ -23,7 +23,9 @@ so it never outlives the notebook or the test; it runs in a session of its
 own, so interrupting a cell does not stop it. ``daemon=True`` runs it with
 ``--daemon``, as nginx runs with ``daemon on``, which a binary upgrade needs
 (SIGUSR2 is ignored by a master whose parent is still the one it started
-under); the daemon is then found through its pid file.
+under); the daemon is then found through its pid file, and a small
+watchdog process stops it if the process that started it dies without
+stopping it.
 
 Whatever happens, everything this object started is stopped by pid:
 ``stop()`` sends QUIT, then TERM, then SIGKILL after deadlines, to every
@@ -114,6 +116,7 @@ class _Guard:
     ``weakref.finalize`` can run it after the object is gone."""
 
     popen: subprocess.Popen | None = None
+    watchdog: subprocess.Popen | None = None        # daemon mode: see _WATCHDOG
     masters: list = field(default_factory=list)      # _Proc, in the order seen
     workers: set = field(default_factory=set)        # _Proc of every child ever seen
     tmpdir: tempfile.TemporaryDirectory | None = None
@@ -176,9 +179,68 @@ class _Guard:
                 self.popen.kill()
                 self.popen.wait(timeout=5.0)
         self.workers = {w for w in self.workers if w.alive()}
+        if self.watchdog is not None:
+            if self.watchdog.poll() is None:
+                self.watchdog.kill()
+            self.watchdog.wait(timeout=5.0)
+            self.watchdog = None
         if self.tmpdir is not None:
             self.tmpdir.cleanup()
             self.tmpdir = None
+
+
+# A daemon master is not this process's child and has no parent to die with:
+# this watchdog, started beside it, waits on a pidfd of the process that
+# started the MasterProcess (a notebook kernel, a test) and, if that process
+# dies without stopping it, stops every ngxlab master named by the prefix's
+# pid files (TERM, then SIGKILL) and any worker left in its slots files.
+# stop() ends the watchdog itself.
+_WATCHDOG = r"""
+import json, os, select, signal, sys, time
+parent, prefix = int(sys.argv[1]), sys.argv[2]
+fd = os.pidfd_open(parent)
+if os.getppid() == parent:
+    select.select([fd], [], [])
+def comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(") ", 1)[1][0] not in "ZX"
+    except OSError:
+        return False
+logs = os.path.join(prefix, "logs")
+masters = []
+for name in ("ngxlab.pid", "ngxlab.pid.oldbin"):
+    try:
+        with open(os.path.join(logs, name)) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        continue
+    if comm(pid) == "ngxlab: master":
+        masters.append(pid)
+workers = []
+for name in ("ngxlab.slots", "ngxlab.slots.oldbin"):
+    try:
+        with open(os.path.join(logs, name)) as f:
+            workers += [s["pid"] for s in json.load(f).get("slots", [])]
+    except (OSError, ValueError):
+        pass
+for signum, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 1.0)):
+    for pid in masters:
+        if alive(pid):
+            os.kill(pid, signum)
+    end = time.monotonic() + wait
+    while any(alive(p) for p in masters) and time.monotonic() < end:
+        time.sleep(0.02)
+for pid in workers:
+    if alive(pid) and comm(pid) == "ngxlab: worker":
+        os.kill(pid, signal.SIGKILL)
+"""
 
 
 def _env() -> dict[str, str]:
@@ -341,6 +403,12 @@ class MasterProcess:
                                      stderr=err, close_fds=True, cwd=str(self._prefix),
                                      env=_env(), start_new_session=True)
         self._guard.popen = popen
+        if self.daemon:
+            self._guard.watchdog = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()),
+                 str(self._prefix)], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                close_fds=True, start_new_session=True)
         if self.daemon and not self.command_prefix:
             try:
                 rc = popen.wait(timeout=self.start_timeout)
