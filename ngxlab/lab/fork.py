@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import select
 import signal as _signal
 import struct
@@ -206,6 +207,18 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))) + os.sep
+
+
+def _short_paths(text: str) -> str:
+    """The child's traceback without this machine's paths: ngxlab's files as
+    ``ngxlab/...``, a notebook cell's code as ``<cell>`` (IPython compiles
+    each cell to a file under a temporary directory)."""
+    text = text.replace(_PACKAGE_ROOT, "")
+    return re.sub(r'"[^"]*ipykernel_\d+[/\\]\d+\.py"', '"<cell>"', text)
+
 def _child(fn, args, kwargs, parent, out_r, out_w, val_r, val_w) -> NoReturn:
     # Everything is inside the try: whatever happens, the process ends in
     # os._exit and never returns into the caller's (the kernel's) stack.
@@ -248,7 +261,7 @@ def _child(fn, args, kwargs, parent, out_r, out_w, val_r, val_w) -> NoReturn:
             frames = e.__traceback__
             if frames is not None and frames.tb_frame.f_code is _child.__code__:
                 frames = frames.tb_next    # start the traceback at fn
-            tb = "".join(traceback.format_exception(type(e), e, frames))
+            tb = _short_paths("".join(traceback.format_exception(type(e), e, frames)))
             sys.stderr.write(tb)
             summary = "".join(traceback.format_exception_only(type(e), e)).strip()
             payload = pickle.dumps(("error", summary, tb))
