@@ -46,3 +46,25 @@ def test_no_chapter_left_a_process_alive():
                                       "_build", "html")):
         pytest.skip("the book is not built (make test builds it first)")
     assert leftovers() == []
+
+
+def test_built_pages_name_no_path_of_this_machine():
+    """A page shows what a cell printed: it must not be this checkout's
+    absolute path or a kernel's temporary file."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    html = os.path.join(root, "_build", "html")
+    if not os.path.isdir(html):
+        pytest.skip("the book is not built (make test builds it first)")
+    bad = []
+    for folder, _dirs, files in os.walk(html):
+        if "_static" in folder or "_sources" in folder:
+            continue
+        for name in files:
+            if not name.endswith(".html"):
+                continue
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                text = f.read()
+            for needle in (root + os.sep, "ipykernel_"):
+                if needle in text:
+                    bad.append(f"{name}: {needle}")
+    assert bad == []
