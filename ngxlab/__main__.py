@@ -22,35 +22,54 @@ from ngxlab import __version__
 SIGNALS = ("stop", "quit", "reopen", "reload")
 
 
+def _number(text):
+    """An int from ASCII digits with an optional "-" (as nginx's ngx_atoi
+    reads a number; int() would also take "+4", " 4", "4_0" and the digits
+    of every script), else None."""
+    from ngxlab.cycle import ascii_number
+    n = ascii_number(text[1:] if text.startswith("-") else text)
+    return None if n is None else (-n if text.startswith("-") else n)
+
+
 def _workers(text):
-    try:
-        n = int(text)
-    except ValueError:
+    from ngxlab.cycle import MAX_WORKER_PROCESSES
+    from ngxlab.process import NGX_MAX_PROCESSES
+    n = _number(text)
+    if n is None:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}")
-    if not 1 <= n <= 1024:
+    if not 1 <= n <= MAX_WORKER_PROCESSES:
         raise argparse.ArgumentTypeError(
-            f"{n} workers: must be from 1 to 1024 (NGX_MAX_PROCESSES)")
+            f"{n} workers: must be from 1 to {MAX_WORKER_PROCESSES} (a reload "
+            f"runs two generations in the {NGX_MAX_PROCESSES}-slot process "
+            f"table)")
     return n
 
 
 def _listen(text):
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    n = _number(port) if sep else None
+    if n is None or not 0 <= n <= 65535:
         raise argparse.ArgumentTypeError(f"expected 127.0.0.1:PORT, not {text!r}")
     if host != "127.0.0.1":
         raise argparse.ArgumentTypeError(
             f"ngxlab listens on 127.0.0.1 only, not {host!r}")
-    return (host, int(port))
+    return (host, n)
 
 
 def _pid(text):
-    try:
-        pid = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a pid: {text!r}")
-    if pid <= 0:
+    pid = _number(text)
+    if pid is None or pid <= 0:
         raise argparse.ArgumentTypeError(f"not a pid: {text!r}")
     return pid
+
+
+def _prefix(text):
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "an empty prefix: name a directory (\".\" for this one)")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"not a path: {text!r}")
+    return text
 
 
 def _parser():
@@ -71,8 +90,9 @@ def _parser():
                     "DIR/conf/ngxlab.conf (edit it, then `ngxlab signal "
                     "reload`).")
     run.add_argument("--workers", type=_workers, default=1, metavar="N",
-                     help="worker processes, 1 to 1024 (default 1)")
-    run.add_argument("--prefix", required=True, metavar="DIR",
+                     help="worker processes, 1 to 512 (default 1; a reload "
+                          "needs room for two generations)")
+    run.add_argument("--prefix", type=_prefix, required=True, metavar="DIR",
                      help="directory for conf/ and logs/ (created)")
     run.add_argument("--listen", type=_listen, default=("127.0.0.1", 0),
                      metavar="127.0.0.1:PORT",
@@ -100,7 +120,7 @@ def _parser():
                     "sends: stop (TERM), quit (QUIT), reopen (USR1), reload "
                     "(HUP). Refuses a pid that is not an ngxlab master.")
     sig.add_argument("signal", choices=SIGNALS, metavar="{stop,quit,reopen,reload}")
-    sig.add_argument("--prefix", required=True, metavar="DIR")
+    sig.add_argument("--prefix", type=_prefix, required=True, metavar="DIR")
 
     top = sub.add_parser(
         "topology", help="census of a master's descriptors (ngxlab or nginx)",
@@ -110,7 +130,7 @@ def _parser():
                     "master alike.")
     who = top.add_mutually_exclusive_group(required=True)
     who.add_argument("--pid", type=_pid, help="the master's pid")
-    who.add_argument("--prefix", metavar="DIR",
+    who.add_argument("--prefix", type=_prefix, metavar="DIR",
                      help="an ngxlab prefix (reads its pid file)")
     top.add_argument("--json", action="store_true", help="print JSON")
 
@@ -170,13 +190,18 @@ def _topology(args):
     if prefix is not None:
         path = os.path.join(prefix, ngx_cycle.NGX_PID_PATH)
         try:
-            with open(path) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError) as e:
-            print(f"ngxlab topology: no pid in {path!r}: {e}", file=sys.stderr)
+            text = ngx_cycle.read_pidfile(path)
+        except OSError as e:
+            print(f"ngxlab topology: no pid in {path!r}: {e.strerror}",
+                  file=sys.stderr)
+            return 1
+        pid = ngx_cycle.ascii_number(text)
+        if not pid:
+            print(f"ngxlab topology: no pid in {path!r}: "
+                  f"{text.decode(errors='replace')!r}", file=sys.stderr)
             return 1
     elif ngx_cycle.is_ngxlab_master(pid):
-        prefix = _prefix_of(pid)
+        prefix = ngx_cycle.master_prefix(pid)
     channels = None
     if prefix is not None:
         table = read_table(prefix, pid)
@@ -193,24 +218,6 @@ def _topology(args):
     else:
         print(c)
     return 0
-
-
-def _prefix_of(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
-    except OSError:
-        return None
-    for i, a in enumerate(argv):
-        if a == "--prefix" and i + 1 < len(argv):
-            try:
-                cwd = os.readlink(f"/proc/{pid}/cwd")
-            except OSError:
-                cwd = "/"
-            return os.path.join(cwd, argv[i + 1])
-        if a.startswith("--prefix="):
-            return a.split("=", 1)[1]
-    return None
 
 
 def read_table(prefix, pid=None):

@@ -30,6 +30,7 @@ Deviations:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -161,8 +162,15 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
     # nginx's ngx_use_stderr: until the pid file is written, a message at
     # warn or worse also goes to stderr, so that a start-up failure is seen
     # on the terminal even when the log is not echoed (--quiet, --daemon)
-    log = ngx_log_t(log_path, log_level,
-                    echo=echo if echo is not None else _StartupStderr())
+    try:
+        log = ngx_log_t(log_path, log_level,
+                        echo=echo if echo is not None else _StartupStderr())
+    except OSError as e:
+        # nginx's ngx_log_init, word for word
+        sys.stderr.write("ngxlab: [alert] could not open error log file: "
+                         "open() \"%s\" failed (%d: %s)\n"
+                         % (log_path, e.errno, e.strerror))
+        return 1
 
     ccf = ngx_cy.ngx_core_conf_t(worker_processes=worker_processes,
                                  daemon=int(daemon), pid=pid_path,
@@ -177,6 +185,11 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
                   "ngxlab/%s (mirrors nginx 1.30.4), Python %s", __version__,
                   sys.version.split()[0])
 
+    # ngxlab's: one prefix, one master (nginx's second master is stopped
+    # by its busy port; an ngxlab master listening on port 0 has none)
+    if ngx_cy.check_pidfile(pid_path, prefix, log) != NGX_OK:
+        return 1
+
     if ngx_add_inherited_sockets(cycle) != NGX_OK:
         return 1
 
@@ -186,16 +199,10 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
         # command line it inherited is older than a reload after an edit
         try:
             conf = ngx_cy.read_conf(conf_file)
-        except (OSError, ValueError) as e:
-            ngx_log_error(NGX_LOG_EMERG, log, getattr(e, "errno", 0) or 0,
-                          "%s", e)
+        except ValueError as e:
+            ngx_log_error(NGX_LOG_EMERG, log, 0, "%s", e)
             return 1
         worker_processes = conf.get("worker_processes", worker_processes)
-        if not 1 <= worker_processes <= process.NGX_MAX_PROCESSES:
-            ngx_log_error(NGX_LOG_EMERG, log, 0,
-                          "invalid value \"%d\" in \"worker_processes\"",
-                          worker_processes)
-            return 1
         ccf.worker_processes = worker_processes
 
     # the listening socket of the configuration: an inherited one with the
@@ -218,7 +225,12 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
                       cycle.listening[0].addr_text)
 
     if not read_conf:
-        write_conf(conf_file, worker_processes, ccf.listen)
+        try:
+            write_conf(conf_file, worker_processes, ccf.listen)
+        except OSError as e:
+            ngx_log_error(NGX_LOG_EMERG, log, e.errno or 0,
+                          "open() \"%s\" failed", conf_file)
+            return 1
 
     pc.ngx_process = pc.NGX_PROCESS_MASTER
 
@@ -240,16 +252,33 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
     if ngx_cy.ngx_create_pidfile(ccf.pid, log) != NGX_OK:
         return 1
 
+    # nginx points stderr at the error log here, in the foreground too;
+    # ngxlab only in a daemon (in the foreground the log is echoed there)
+    if pc.ngx_daemonized and ngx_cy.redirect_stderr(log) != NGX_OK:
+        ngx_cy.ngx_delete_pidfile(cycle)
+        return 1
+
     log.echo = echo     # nginx: ngx_use_stderr = 0
 
     slots_path = os.path.join(prefix, "logs", "ngxlab.slots")
     pc._table_observers.append(lambda c: write_slots(c, slots_path))
 
-    pc.ngx_master_process_cycle(cycle)
+    master = os.getpid()
+    try:
+        pc.ngx_master_process_cycle(cycle)
+    except BaseException as e:
+        # ngxlab's: a master that dies of an exception (a bug) must not
+        # leave its pid file behind, naming a process that is gone
+        if os.getpid() == master:
+            ngx_log_error(NGX_LOG_ALERT, log, 0, "master process failed: %r",
+                          e)
+            ngx_cy.ngx_delete_pidfile(ngx_cy.ngx_cycle or cycle)
+        raise
     return 0
 
 
 _last_slots = None
+_slots_failed = None
 
 
 def write_slots(cycle, path):
@@ -258,8 +287,13 @@ def write_slots(cycle, path):
     the notebooks can label each worker with its slot. While a new binary
     runs, the file belongs to it, as the pid file does: the old master
     writes ``logs/ngxlab.slots.oldbin`` instead, and takes the plain name
-    back if the new binary exits."""
-    global _last_slots
+    back if the new binary exits.
+
+    A write that fails (no descriptor left, a full disk, the name taken by a
+    directory) never ends the master: it is logged once, as an alert in
+    nginx's words, and tried again the next time round the master's loop;
+    the next success is logged as a notice."""
+    global _last_slots, _slots_failed
     if pc.ngx_new_binary > 0:     # not NGX_INVALID_PID after a failed exec
         path += ngx_cy.NGX_OLDPID_EXT
     slots = [{"slot": i, "pid": p.pid, "channel": list(p.channel),
@@ -279,12 +313,39 @@ def write_slots(cycle, path):
             os.unlink(_last_slots[0])
         except OSError:
             pass
-    _last_slots = (path, state)
     tmp = path + ".tmp"
-    import json
-    with open(tmp, "w") as f:
-        json.dump(state, f)
-    os.replace(tmp, path)
+    step = "open()"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     0o644)
+        try:
+            step = "write()"
+            data = json.dumps(state).encode()
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
+        step = "rename()"
+        os.replace(tmp, path)
+    except OSError as e:
+        if step != "open()":
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        failure = (step, e.errno)
+        if _slots_failed != failure:
+            _slots_failed = failure
+            what = "%s \"%s\" to \"%s\"" % (step, tmp, path) \
+                if step == "rename()" else "%s \"%s\"" % (step, tmp)
+            ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                          "%s failed", what)
+        return
+    if _slots_failed is not None:
+        _slots_failed = None
+        ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0,
+                      "%s written again", os.path.basename(path))
+    _last_slots = (path, state)
 
 
 class _StartupStderr:

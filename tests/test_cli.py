@@ -191,14 +191,39 @@ def test_signal_unknown_name(tmp_path):
 # -- run: bad inputs ---------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 def test_run_rejects_a_bad_number_of_workers(tmp_path):
-    for value in ("0", "-1", "1025", "four", "2.5"):
+    # 513 and 1024 fit the 1024-slot table once, not twice: a reload, which
+    # runs the old and the new generation side by side, could not hold them.
+    # Digits of other scripts (Arabic-Indic three, a fullwidth four) are not
+    # numbers here, as they are not to nginx's ngx_atoi.
+    for value in ("0", "-1", "513", "1024", "1025", "four", "2.5", "\u0663", "\uff14",
+                  "+4", "4_0"):
         line = _run_fails(tmp_path / "p", "--workers", value, status=2, message="--workers")
         assert value in line
-        if value in ("0", "-1", "1025"):
-            assert "must be from 1 to 1024" in line
+        if value in ("0", "-1", "513", "1024", "1025"):
+            assert "must be from 1 to 512" in line and "two generations" in line
+        else:
+            assert "not a number" in line
     assert not (tmp_path / "p").exists()          # rejected before anything was made
+
+
+@pytest.mark.timeout(60)
+def test_run_rejects_a_port_in_other_digits_and_an_empty_prefix(tmp_path):
+    for port in ("\u0668\u0660\u0668\u0660", "\u0968\u0966", "+80", " 80"):
+        line = _run_fails(tmp_path / "p", "--listen", f"127.0.0.1:{port}", status=2,
+                          message="--listen")
+        assert "expected 127.0.0.1:PORT" in line
+    assert not (tmp_path / "p").exists()
+    # --prefix '' would silently mean the current directory
+    for args in (["run", "--quiet"], ["signal", "quit"], ["topology"]):
+        done = subprocess.run([sys.executable, "-m", "ngxlab", *args, "--prefix", ""],
+                              capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                              stdin=subprocess.DEVNULL, env=_env())
+        assert done.returncode == 2, (args, done.stderr)
+        (line,) = _error_lines(done)
+        assert "--prefix" in line and "empty prefix" in line, line
+    assert list(tmp_path.iterdir()) == []         # nothing made in the current directory
 
 
 @pytest.mark.timeout(30)
@@ -288,3 +313,314 @@ def test_topology_and_signal_on_a_running_master(tmp_path):
         time.sleep(0.1)
         assert mp.slots()[0] == worker and not [
             line for line in mp.log_lines(off) if "SIGTERM" in line]
+
+
+# -- one prefix, one master: the pid file ----------------------------------------------
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not true after {timeout} s"
+        time.sleep(0.01)
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _log(prefix) -> str:
+    try:
+        return (Path(prefix) / "logs" / "error.log").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+class _Run:
+    """``ngxlab run`` started as this test's child (``shell`` runs it under
+    ``sh -c`` with a prefix such as ``ulimit -n 16;``, so that a limit is
+    set in the child only), stopped and reaped by pid whatever happens."""
+
+    def __init__(self, prefix, *args, shell: str = ""):
+        self.prefix = Path(prefix)
+        argv = [sys.executable, "-m", "ngxlab", "run", "--prefix", str(prefix), "--quiet",
+                "--die-with-parent", *args]
+        if shell:
+            argv = ["sh", "-c", shell + ' exec "$@"', "sh", *argv]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=_env())
+
+    @property
+    def pid_file(self) -> Path:
+        return self.prefix / "logs" / "ngxlab.pid"
+
+    def wait_started(self, timeout: float = 15.0) -> None:
+        def up():
+            assert self.proc.poll() is None, self.proc.communicate()
+            return f"start worker process" in _log(self.prefix) and self.pid_file.exists()
+        _wait(up, timeout, "the master started")
+
+    def stop(self, timeout: float = 30.0) -> tuple[int, str]:
+        """``ngxlab signal stop``; the exit status and stderr of the master."""
+        if self.proc.poll() is None:
+            done = ngxlab("signal", "stop", "--prefix", self.prefix)
+            assert done.returncode == 0, done.stderr
+        _out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()            # sh or the master itself (exec)
+        self.proc.communicate()
+        for pid in _processes_naming(str(self.prefix)):
+            try:
+                os.kill(pid, 9)         # a worker whose master was killed
+            except ProcessLookupError:
+                pass
+        _wait(lambda: not _processes_naming(str(self.prefix)), 10, "its workers gone")
+
+
+@pytest.mark.timeout(60)
+def test_a_second_run_on_a_busy_prefix_refuses(tmp_path):
+    # nginx's second master stops at bind() (the port is busy); an ngxlab
+    # master on port 0 has no such guard, so the pid file is the guard
+    with MasterProcess(1) as mp:
+        first = mp.pid
+        pid_file = mp.prefix / "logs" / "ngxlab.pid"
+        for extra in ([], ["--daemon"], ["--workers", "3"]):
+            t0 = time.monotonic()
+            done = ngxlab("run", "--prefix", mp.prefix, "--quiet", "--die-with-parent", *extra)
+            assert time.monotonic() - t0 < 10
+            assert done.returncode == 1, (extra, done.stderr)
+            (line,) = _error_lines(done)
+            assert "[emerg]" in line and f'"{pid_file}" names master process {first}' in line
+            assert "still running on this prefix" in line
+            # the first master's pid file is untouched, and it is still the one signalled
+            assert pid_file.read_text() == f"{first}\n"
+        off = mp.log_offset()
+        assert mp.signal("reload").returncode == 0
+        mp.wait_log(r"#0: reconfiguring$", since=off)
+        mp.wait_mesh(1)
+        assert mp.pid == first
+    assert not pid_file.exists()
+
+
+@pytest.mark.timeout(60)
+def test_run_takes_over_a_stale_pid_file(tmp_path):
+    # a pid file left by a master that was killed: a pid that is gone, or
+    # one recycled by a process that is not an ngxlab master
+    for text in (f"{_dead_pid()}\n", f"{os.getpid()}\n", "garbage\n"):
+        prefix = tmp_path / f"p{len(list(tmp_path.iterdir()))}"
+        _write_pid_at(prefix, text)
+        with _Run(prefix, "--workers", "1") as run:
+            run.wait_started()
+            assert run.pid_file.read_text() == f"{run.proc.pid}\n"
+            status, err = run.stop()
+        assert status == 0, err
+        assert not run.pid_file.exists()
+
+
+def _write_pid_at(prefix: Path, text: str) -> None:
+    (prefix / "logs").mkdir(parents=True)
+    (prefix / "logs" / "ngxlab.pid").write_text(text)
+
+
+@pytest.mark.timeout(60)
+def test_signal_refuses_the_master_of_another_prefix(tmp_path):
+    with MasterProcess(1) as mp:
+        other = tmp_path / "a"
+        _write_pid_at(other, f"{mp.pid}\n")
+        off = mp.log_offset()
+        for name in ("stop", "quit", "reopen", "reload"):
+            done = ngxlab("signal", name, "--prefix", other)
+            assert done.returncode == 1, (name, done.stderr)
+            (line,) = done.stderr.splitlines()
+            assert "[error]" in line and f"PID {mp.pid} in" in line
+            assert f'is the master of "{mp.prefix}", not of "{other}"' in line
+        # nothing reached the master; through its own prefix it answers
+        time.sleep(0.2)
+        assert not [line for line in mp.log_lines(off) if "signal" in line and "received" in line]
+        done = ngxlab("signal", "reopen", "--prefix", mp.prefix)
+        assert done.returncode == 0, done.stderr
+        mp.wait_log(r"#0: reopening logs$", since=off)
+        # the same prefix under another spelling (a symbolic link) is the same prefix
+        link = tmp_path / "link"
+        link.symlink_to(mp.prefix)
+        assert ngxlab("signal", "reopen", "--prefix", link).returncode == 0
+        mp.wait_log(r"#0: reopening logs$", count=2, since=off)
+
+
+@pytest.mark.timeout(60)
+def test_signal_refuses_a_zombie_master(tmp_path):
+    # a master that has exited but that its parent (this test) has not
+    # reaped: kill() succeeds on it and does nothing, so nginx -s exits 0
+    with _Run(tmp_path / "p", "--workers", "1") as run:
+        run.wait_started()
+        pid = run.proc.pid
+        os.kill(pid, 15)
+        _wait(lambda: _state(pid) == "Z", 15, "the master a zombie")
+        _write_pid(tmp_path / "p", f"{pid}\n")          # its own file is gone: as it was
+        done = ngxlab("signal", "quit", "--prefix", tmp_path / "p")
+        assert done.returncode == 1, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert "[error]" in line and f"PID {pid} in" in line and "zombie" in line
+        done = ngxlab("topology", "--prefix", tmp_path / "p")
+        assert done.returncode == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ("fifo", "directory"))
+def test_a_pid_file_that_is_not_a_regular_file(tmp_path, kind):
+    prefix = tmp_path / "p"
+    (prefix / "logs").mkdir(parents=True)
+    pid_file = prefix / "logs" / "ngxlab.pid"
+    if kind == "fifo":
+        os.mkfifo(pid_file)         # open() for reading would wait for a writer
+    else:
+        pid_file.mkdir()
+    for args in (["signal", "quit"], ["signal", "reopen"]):
+        done = ngxlab(*args, "--prefix", prefix, timeout=10)
+        assert done.returncode == 1, (args, done.stderr)
+        (line,) = done.stderr.splitlines()
+        assert "[error]" in line and f'"{pid_file}" is not a regular file' in line
+    done = ngxlab("topology", "--prefix", prefix, timeout=10)
+    assert done.returncode == 1 and "is not a regular file" in done.stderr
+    line = _run_fails(prefix, "--workers", "1", status=1, message="is not a regular file")
+    assert "[emerg]" in line
+    assert pid_file.is_dir() if kind == "directory" else pid_file.is_fifo()
+
+
+@pytest.mark.timeout(60)
+def test_run_with_a_directory_for_the_log_or_the_configuration(tmp_path):
+    a = tmp_path / "a"
+    (a / "logs" / "error.log").mkdir(parents=True)
+    line = _run_fails(a, "--workers", "1", status=1, message="could not open error log file")
+    assert f'open() "{a}/logs/error.log" failed (21: Is a directory)' in line
+    b = tmp_path / "b"
+    (b / "conf" / "ngxlab.conf").mkdir(parents=True)
+    line = _run_fails(b, "--workers", "1", status=1, message="ngxlab.conf")
+    assert "[emerg]" in line and f'open() "{b}/conf/ngxlab.conf" failed (21: Is a directory)' in line
+    for prefix in (a, b):
+        assert not (prefix / "logs" / "ngxlab.pid").exists()
+
+
+@pytest.mark.timeout(60)
+def test_reload_with_a_bad_configuration_keeps_the_master(tmp_path):
+    with MasterProcess(1) as mp:
+        conf = mp.prefix / "conf" / "ngxlab.conf"
+        text = conf.read_text()
+        for bad in ("worker_processes 513;", "worker_processes \u0664;", None):
+            off = mp.log_offset()
+            if bad is None:
+                conf.unlink()
+                conf.mkdir()            # the file's name taken by a directory
+            else:
+                conf.write_text(text.replace("worker_processes 1;", bad))
+            assert mp.signal("reload").returncode == 0
+            line = mp.wait_log(r"\[emerg\]", since=off)
+            assert mp.running and mp.generation == 1
+            emerg = [ln for ln in mp.log_lines(off) if "[emerg]" in ln]
+            assert len(emerg) == 1, emerg
+            if bad is None:
+                assert f'open() "{conf}" failed (21: Is a directory)' in emerg[0]
+            else:
+                assert "invalid value" in emerg[0] and "worker_processes" in emerg[0]
+            assert "Traceback" not in "".join(mp.log_lines(off)), line
+
+
+# -- the master survives what it cannot write ---------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_write_of_the_slots_file_is_logged_once(tmp_path):
+    prefix = tmp_path / "p"
+    (prefix / "logs" / "ngxlab.slots.tmp").mkdir(parents=True)
+    with _Run(prefix, "--workers", "2") as run:
+        run.wait_started()
+        pid = run.proc.pid
+        alert = f'[alert] {pid}#0: open() "{prefix}/logs/ngxlab.slots.tmp" failed (21: Is a directory)'
+        _wait(lambda: alert in _log(prefix), 10, "the alert")
+        # more rounds of the master's loop, each of which tries again
+        for _ in range(3):
+            assert ngxlab("signal", "reopen", "--prefix", prefix).returncode == 0
+        _wait(lambda: _log(prefix).count("reopening logs") >= 9, 10, "three reopens")
+        assert run.proc.poll() is None
+        assert _log(prefix).count(alert) == 1
+        assert not (prefix / "logs" / "ngxlab.slots").exists()
+        # once it can be written, it is, and the log says so
+        (prefix / "logs" / "ngxlab.slots.tmp").rmdir()
+        assert ngxlab("signal", "reopen", "--prefix", prefix).returncode == 0
+        _wait(lambda: (prefix / "logs" / "ngxlab.slots").exists(), 10, "the slots file")
+        assert "ngxlab.slots written again" in _log(prefix)
+        status, err = run.stop()
+    assert status == 0 and "Traceback" not in err, err
+    assert not run.pid_file.exists()
+
+
+@pytest.mark.timeout(150)
+def test_sixteen_workers_with_sixteen_descriptors(tmp_path):
+    # ulimit -n 16 (and 15): most socketpair() calls fail, and with them,
+    # whenever the spawns leave no descriptor free (which of the two limits
+    # does depends on what the interpreter holds), the write of the slots
+    # file; the master lives on, and a stop leaves no pid file
+    failed_writes = 0
+    for limit in (16, 15):
+        prefix = tmp_path / f"p{limit}"
+        with _Run(prefix, "--workers", "16", shell=f"ulimit -n {limit} &&") as run:
+            pid = run.proc.pid
+            _wait(lambda: run.pid_file.exists() and "socketpair() failed" in _log(prefix), 15,
+                  "the failed spawns")
+            time.sleep(1.0)
+            assert run.proc.poll() is None, run.proc.communicate()
+            with open(f"/proc/{pid}/limits") as f:
+                assert [ln for ln in f if ln.startswith("Max open files")][0].split()[3] == str(limit)
+            status, err = run.stop(timeout=60)
+        log = _log(prefix)
+        failed_writes += f'{pid}#0: open() "{prefix}/logs/ngxlab.slots.tmp" failed (24: ' in log
+        assert status == 0, (limit, status, err[-2000:])
+        assert f" {pid}#0: master process failed" not in log and "write_slots" not in err
+        assert not run.pid_file.exists()
+    assert failed_writes >= 1
+
+
+# -- run --daemon leaves the caller's terminal and pipes ----------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_run_daemon_returns_to_a_caller_that_captures_its_output(tmp_path):
+    prefix = tmp_path / "p"
+    argv = [sys.executable, "-m", "ngxlab", "run", "--daemon", "--workers", "2",
+            "--prefix", str(prefix)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=_env())
+    daemon = None
+    try:
+        # out=$(ngxlab run --daemon ... 2>&1): returns when the pipe's last
+        # writer is gone, which must be soon after the daemon has started
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+        daemon = int((prefix / "logs" / "ngxlab.pid").read_text())
+        assert os.readlink(f"/proc/{daemon}/fd/2") == str(prefix / "logs" / "error.log")
+        assert os.readlink(f"/proc/{daemon}/fd/1") == "/dev/null"
+        assert b"[emerg]" not in out and b"Traceback" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if daemon is None:
+            daemon = next(iter(_processes_naming(str(prefix))), None)
+        if daemon is not None:
+            ngxlab("signal", "quit", "--prefix", prefix)
+            _wait(lambda: _state(daemon) is None, 20, "the daemon gone")
+    assert not (prefix / "logs" / "ngxlab.pid").exists()
+    _wait(lambda: not _processes_naming(str(prefix)), 10, "its workers gone")
