@@ -8,6 +8,23 @@
 
 Exit status: 0 on success, 1 when the thing asked for failed (a port in
 use, no pid file, a signal that could not be sent), 2 for a usage error.
+Every error is one line, never a traceback.
+
+Deviations (from ``nginx`` and ``nginx -s``):
+
+- ``--workers`` takes 1 to 512, half of ``NGX_MAX_PROCESSES``: a reload runs
+  two generations side by side. nginx takes any ``worker_processes`` and
+  spawns what fits ("no more than 1024 processes can be spawned").
+- Numbers (``--workers``, the port of ``--listen``, ``--pid``) are ASCII
+  digits only, as ``ngx_atoi`` reads them; ``int()`` would also take "+4",
+  "4_0" and the digits of other scripts.
+- ``--prefix ''`` is refused (nginx's ``-p ''`` means the current
+  directory).
+- ``signal`` refuses a pid file that is not a regular file, a pid that is
+  not a running ngxlab master (a zombie included) and a master that serves
+  another prefix; ``nginx -s`` signals whatever pid the file names (see
+  ``ngxlab.cycle``). ``run`` refuses a prefix whose master is alive (see
+  ``ngxlab.nginx``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 One ``fork()``: the parent exits, the child starts a new session, clears its
 umask and points stdin and stdout at /dev/null. There is no second fork and
-no ``chdir``, as in nginx; stderr is left for the error log.
+no ``chdir``, as in nginx. stderr is left as it is until the pid file is
+written; then ``main`` points it at the error log (nginx's
+``ngx_log_redirect_stderr``), so that the daemon holds nothing of the
+terminal or the pipes of the process that started it.
 
 Deviations:
 

@@ -26,6 +26,20 @@ Deviations:
 - A master with a parent that is still its parent ignores SIGUSR2, as nginx
   does (``ngx_parent``): in the foreground under a shell that lives on,
   ``kill -USR2`` is "ignored"; run with ``--daemon`` to upgrade.
+- One prefix, one master: ``main`` refuses to start (an emerg line, exit
+  status 1) while the pid file names a running master of the same prefix,
+  before it binds or forks anything. nginx has no such check; its second
+  master is stopped by ``bind()`` on the busy port, which a master
+  listening on port 0 does not meet.
+- stderr is pointed at the error log (nginx's ``ngx_log_redirect_stderr``)
+  only in a daemon: in the foreground ``ngxlab run`` echoes its log to the
+  terminal, where nginx points stderr at the log in both cases.
+- An error log that cannot be opened ends ``main`` with nginx's "could not
+  open error log file" line and status 1; nginx goes on with stderr and
+  fails later, when ``ngx_init_cycle`` opens the log.
+- A master that dies of an uncaught exception (a bug: nginx's C has no such
+  path) logs an alert and removes its pid file on the way out.
+- ``write_slots`` is ngxlab's; a write that fails never ends the master.
 """
 
 from __future__ import annotations
