@@ -7,15 +7,22 @@ Strict mode
     (as CI runs) it fails instead, so a missing package cannot turn a red
     run into a green one full of skips::
 
-        from _tools import require, require_tool
+        from _tools import require, require_module, require_tool
 
         def test_something():
             nginx = require_tool("nginx", "/usr/sbin/nginx")
+            jupytext = require_module("jupytext")
             require(os.path.exists("/proc/self/fd"), "needs /proc")
+
+    Every skip of the suite for a missing tool, module, build or limit goes
+    through ``require``: a bare ``pytest.skip``, ``pytest.importorskip`` or
+    ``skipif`` would skip under strict mode too (``test_strict.py`` checks
+    both that there is none and that hiding a tool fails the suite).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -28,6 +35,7 @@ __all__ = [
     "strict_mode",
     "require",
     "require_tool",
+    "require_module",
     "fd_table",
     "child_pids",
     "describe_pid",
@@ -84,6 +92,16 @@ def require_tool(
         problem = check(path)
         require(problem is None, f"{name} is installed but does not work here: {problem}")
     return path
+
+
+def require_module(name: str, package: str | None = None):
+    """Import and return module ``name``; skip (fail under NGXLAB_STRICT=1)
+    when it cannot be imported. ``package`` names what pip installs it from."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        require(False, f"the Python module {name} cannot be imported ({exc}; "
+                       f"pip install {package or name})")
 
 
 # -- this process's descriptors and children -------------------------------------

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 
-import pytest
+from _tools import require
+
+BUILD_HTML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "_build", "html")
 
 
 def processes():
@@ -42,9 +45,7 @@ def leftovers():
 
 
 def test_no_chapter_left_a_process_alive():
-    if not os.path.isdir(os.path.join(os.path.dirname(__file__), "..",
-                                      "_build", "html")):
-        pytest.skip("the book is not built (make test builds it first)")
+    require(os.path.isdir(BUILD_HTML), "the book is not built (make test builds it first)")
     assert leftovers() == []
 
 
@@ -52,9 +53,8 @@ def test_built_pages_name_no_path_of_this_machine():
     """A page shows what a cell printed: it must not be this checkout's
     absolute path or a kernel's temporary file."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    html = os.path.join(root, "_build", "html")
-    if not os.path.isdir(html):
-        pytest.skip("the book is not built (make test builds it first)")
+    html = BUILD_HTML
+    require(os.path.isdir(html), "the book is not built (make test builds it first)")
     bad = []
     for folder, _dirs, files in os.walk(html):
         if "_static" in folder or "_sources" in folder:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from _tools import fd_table
+from _tools import fd_table, require_module
 from ngxlab.lab.fork import ChildError, ChildResult, ChildTimeout, forked, run_in_child
 
 REPO = Path(__file__).resolve().parent.parent
@@ -290,12 +290,10 @@ def test_no_descriptor_left_open():
     assert fd_table() == before
 
 
-def test_fifty_forks_are_quick():
-    start = time.monotonic()
+def test_fifty_forks_in_a_row():
+    # each child's own value comes back (how fast is for `ngxlab bench`)
     for i in range(50):
         assert run_in_child(lambda i=i: i * i).value == i * i
-    took = time.monotonic() - start
-    assert took < 5, f"50 forks took {took:.2f} s"
 
 
 # -- in a real notebook --------------------------------------------------------
@@ -353,9 +351,8 @@ print(json.dumps([cell.get("outputs", []) for cell in nb.cells
 
 
 def test_forked_in_a_notebook():
-    pytest.importorskip("jupytext")
-    pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
+    for module in ("jupytext", "nbclient", "ipykernel"):
+        require_module(module)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
     done = subprocess.run([sys.executable, "-c", RUNNER, str(REPO)], input=NOTEBOOK,

@@ -15,7 +15,7 @@ import signal
 import time
 
 import pytest
-from _tools import fd_table
+from _tools import fd_table, require
 
 from ngxlab import _forking, cycle as ngx_cycle, process
 from ngxlab.core import NGX_LOG_DEBUG, ngx_log_t
@@ -206,8 +206,8 @@ def test_child_exit_status(cycle, capfd, how, code):
 def test_1025th_spawn_fails_with_nginx_alert(cycle):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * NGX_MAX_PROCESSES + 256
-    if hard != resource.RLIM_INFINITY and hard < need:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+    require(hard == resource.RLIM_INFINITY or hard >= need,
+            f"the RLIMIT_NOFILE hard limit is {hard}, and this test needs {need} descriptors")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
     try:
         for i in range(NGX_MAX_PROCESSES):
