@@ -6,12 +6,18 @@
 - The leak guard: every test must leave no new descriptor open and no child
   process behind. Opt out with ``@pytest.mark.no_leak_check`` and say why.
 - SIGIO is ignored in the pytest process (see ``pytest_configure``).
+- No alert the test did not provoke: the fixture ``no_unexpected_alerts``
+  reads the error log of every master a test starts (``MasterProcess``,
+  ``Master``) and fails the test on an ``[alert]``, ``[crit]`` or ``[emerg]``
+  line that no ``@pytest.mark.expected_alerts(regex, ...)`` of the test
+  matches (``@pytest.mark.alerts_unchecked(reason)`` opts a test out).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +46,14 @@ def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGIO, signal.SIG_IGN)
     config.addinivalue_line(
         "markers", "no_leak_check: opt out of the descriptor and child-process leak guard"
+    )
+    config.addinivalue_line(
+        "markers", "expected_alerts(*regex): the [alert], [crit] and [emerg] lines the test "
+        "provokes (see the fixture no_unexpected_alerts)"
+    )
+    config.addinivalue_line(
+        "markers", "alerts_unchecked(reason): no_unexpected_alerts leaves the test's masters "
+        "alone (say why)"
     )
 
 
@@ -179,3 +193,62 @@ def _leak_guard(request: pytest.FixtureRequest):
         # A test that failed already has its own report; leaks after a failure
         # are usually its consequence, so they are not reported twice.
         pytest.fail("leak guard: this test " + "\nand ".join(problems), pytrace=False)
+
+
+# -- no alert the test did not provoke ----------------------------------------
+
+_ALERT = re.compile(r"\[(alert|crit|emerg)\] \d+#\d+: ")
+
+
+@pytest.fixture
+def no_unexpected_alerts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                         monkeypatch: pytest.MonkeyPatch):
+    """Fail the test when a master it started (``MasterProcess`` or ``Master``)
+    logged an ``[alert]``, ``[crit]`` or ``[emerg]`` line that no regex of its
+    ``expected_alerts`` marker matches: a failure the test did not provoke,
+    such as a ``sendmsg()`` on a closed channel, must not pass unseen.
+
+    Each master is given a log in a folder of this fixture when the test does
+    not choose one (``prefix`` of ``MasterProcess``, ``log_path`` of
+    ``Master``), so that the log is still there after the master stopped."""
+    from ngxlab.lab.master import Master
+    from ngxlab.lab.run import MasterProcess
+
+    if request.node.get_closest_marker("alerts_unchecked"):
+        yield []
+        return
+    logs: list[str] = []
+    base = tmp_path_factory.mktemp("master-logs")
+    original = {cls: cls.__init__ for cls in (MasterProcess, Master)}
+
+    def mp_init(self, *args, prefix=None, **kwargs):
+        if prefix is None:
+            prefix = base / f"prefix-{len(logs)}"
+            prefix.mkdir()
+        original[MasterProcess](self, *args, prefix=prefix, **kwargs)
+        logs.append(str(self.log_path))
+
+    def master_init(self, *args, log_path=None, **kwargs):
+        if log_path is None:
+            log_path = base / f"error-{len(logs)}.log"
+        original[Master](self, *args, log_path=log_path, **kwargs)
+        logs.append(str(self.log_path))
+
+    monkeypatch.setattr(MasterProcess, "__init__", mp_init)
+    monkeypatch.setattr(Master, "__init__", master_init)
+    yield logs
+
+    expected = [re.compile(p) for m in request.node.iter_markers("expected_alerts") for p in m.args]
+    unexpected = []
+    for path in logs:
+        try:
+            with open(path, errors="replace") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            continue
+        unexpected += [line for line in lines
+                       if _ALERT.search(line) and not any(rx.search(line) for rx in expected)]
+    call = request.node.stash.get(_CALL_REPORT, None)
+    if unexpected and not (call is not None and call.failed):
+        pytest.fail("the masters logged what the test did not provoke:\n"
+                    + "\n".join(f"    {line}" for line in unexpected[:20]), pytrace=False)

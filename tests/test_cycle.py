@@ -23,6 +23,10 @@ from ngxlab.lab.run import MasterProcess, _Proc
 
 N = 4
 
+# every test here: no [alert], [crit] or [emerg] in a master's log that the
+# test did not provoke (and name with @pytest.mark.expected_alerts)
+pytestmark = pytest.mark.usefixtures("no_unexpected_alerts")
+
 
 # -- helpers ------------------------------------------------------------------
 
@@ -163,8 +167,9 @@ def test_startup_has_nginx_topology():
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
         counts = report["counts"]
+        # the master's whole table, as the kernel lists it (the master is at rest)
         assert counts["master"] == {"pid": mp.pid, "channel": 2 * N,
-                                    "total": counts["master"]["total"]}
+                                    "total": len(os.listdir(f"/proc/{mp.pid}/fd"))}
         assert {w["slot"]: w["pid"] for w in counts["worker"]} == slots
         assert all(w["channel"] == N for w in counts["worker"])
         assert len(report["pairs"]) == N and report["slot_source"] == "given"
@@ -222,6 +227,7 @@ def test_reload_starts_a_new_generation_in_new_slots():
 # -- respawn ------------------------------------------------------------------
 
 
+@pytest.mark.expected_alerts(r"\[alert\] \d+#0: worker process \d+ exited on signal 9$")
 @pytest.mark.timeout(30)
 def test_sigkill_of_a_worker_respawns_it_in_the_same_slot():
     with MasterProcess(N) as mp:
@@ -288,6 +294,7 @@ def test_quit_is_a_graceful_shutdown():
     assert mp.returncode == 0
 
 
+@pytest.mark.expected_alerts(r"\[alert\] \d+#0: worker process \d+ exited on signal 9$")
 @pytest.mark.timeout(30)
 def test_stop_kills_a_worker_that_ignores_terminate():
     # a stopped worker reads no TERMINATE: the master re-sends it after each
@@ -405,6 +412,9 @@ def test_winch_then_hup_is_nginx_rollback():
         assert _wait(lambda: census_master(old).is_full_mesh(2), 10, "old mesh")
         assert not _lines(mp, rf"{old}#0: reconfiguring", off)
         assert len(_lines(mp, rf"{old}#0: start worker process \d+", off)) == 2
+        # and said nothing alarming on the way: the OPEN_CHANNEL broadcast skips
+        # the slots of the new binary and of the workers gone after WINCH
+        assert _lines(mp, r"\[(alert|crit|emerg)\]", off) == []
         with _frozen(new_workers):
             answer = mp.get()
         assert answer.pid in back and answer.generation == 1
@@ -427,6 +437,7 @@ def test_winch_then_hup_is_nginx_rollback():
         assert not any(_alive(p) for p in back | new_workers)
 
 
+@pytest.mark.expected_alerts(r"\[crit\] \d+#0: the changing binary signal is ignored: ")
 @pytest.mark.timeout(30)
 def test_usr2_and_winch_are_ignored_in_the_foreground():
     # nginx's ngx_parent rule: a master whose parent is still the process it
@@ -449,6 +460,7 @@ def test_usr2_and_winch_are_ignored_in_the_foreground():
 # -- the master's death -------------------------------------------------------
 
 
+@pytest.mark.expected_alerts(r"\[alert\] \d+#0: master process \d+ exited, worker exiting$")
 @pytest.mark.timeout(30)
 def test_workers_exit_when_the_master_is_killed():
     with MasterProcess(2) as mp:
@@ -489,6 +501,8 @@ def _exit_2(cycle, data):
     raise SystemExit(2)
 
 
+@pytest.mark.expected_alerts(r"\[alert\] \d+#0: worker process \d+ exited with fatal code 2 "
+                              r"and cannot be respawned$")
 @pytest.mark.timeout(30)
 def test_exit_code_2_is_not_respawned():
     # ngx_process_get_status + ngx_reap_children on a real child that exits 2
@@ -594,6 +608,7 @@ def _check_phases(seq: dict, n: int, who: str) -> None:
 
 
 @pytest.mark.nginx
+@pytest.mark.expected_alerts(r"\[alert\] \d+#0: worker process \d+ exited on signal 9$")
 @pytest.mark.timeout(90)
 def test_channel_messages_match_nginx(nginx_bin, strace_bin, tmp_path):
     from ngxlab.lab.trace import diff_sequences, sequence, trace_nginx
@@ -620,6 +635,8 @@ def test_channel_messages_match_nginx(nginx_bin, strace_bin, tmp_path):
 # -- the instrument itself ----------------------------------------------------
 
 
+@pytest.mark.alerts_unchecked("an instrument test: it checks that MasterProcess removes "
+                               "its temporary prefix, log included")
 @pytest.mark.timeout(30)
 def test_master_process_start_failure_says_why(tmp_path):
     from ngxlab.lab.run import MasterProcessError
@@ -637,6 +654,8 @@ def test_master_process_start_failure_says_why(tmp_path):
     assert mp.returncode == 1
 
 
+@pytest.mark.alerts_unchecked("an instrument test: it checks that MasterProcess removes "
+                               "its temporary prefix, log included")
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("daemon", (False, True), ids=("foreground", "daemon"))
 def test_master_process_leaves_nothing_behind(daemon):
@@ -653,6 +672,8 @@ def test_master_process_leaves_nothing_behind(daemon):
     assert not prefix.exists()
 
 
+@pytest.mark.alerts_unchecked("an instrument test: it checks that MasterProcess removes "
+                               "its temporary prefix, log included")
 @pytest.mark.timeout(30)
 def test_master_process_stops_both_masters_of_an_upgrade():
     # workers that outlive their master (nginx's way) must still be found and stopped
