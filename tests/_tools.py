@@ -26,6 +26,7 @@ import importlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -39,6 +40,8 @@ __all__ = [
     "fd_table",
     "child_pids",
     "describe_pid",
+    "proc_state",
+    "wait_for",
 ]
 
 
@@ -163,3 +166,24 @@ def describe_pid(pid: int) -> str:
         return f"{pid} (gone)"
     label = {"Z": "zombie: exited, never reaped"}.get(state, f"state {state}")
     return f"{pid} ({label}) {cmdline or '[no command line]'}"
+
+
+def proc_state(pid: int) -> str | None:
+    """The state letter of ``pid`` ("S", "R", "Z", ...), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str):
+    """Call ``predicate()`` until it returns something true, and return that;
+    fail the test with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s: {what}"
+        time.sleep(0.01)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from _tools import proc_state as _state, wait_for as _wait
 from ngxlab.lab.run import MasterProcess
 
 SUBCOMMANDS = ("run", "signal", "topology", "bench")
@@ -316,24 +317,6 @@ def test_topology_and_signal_on_a_running_master(tmp_path):
 
 
 # -- one prefix, one master: the pid file ----------------------------------------------
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not true after {timeout} s"
-        time.sleep(0.01)
-
-
-def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
 
 
 def _log(prefix) -> str:

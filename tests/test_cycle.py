@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from _tools import proc_state as _state, wait_for as _wait
 from ngxlab.lab.census import census_master, children_of
 from ngxlab.lab.run import MasterProcess, _Proc
 
@@ -31,26 +32,8 @@ pytestmark = pytest.mark.usefixtures("no_unexpected_alerts")
 # -- helpers ------------------------------------------------------------------
 
 
-def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return None
-
-
 def _alive(pid: int) -> bool:
     return _state(pid) not in (None, "Z", "X")
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s: {what}"
-        time.sleep(0.01)
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
