@@ -596,6 +596,11 @@ def test_run_daemon_returns_to_a_caller_that_captures_its_output(tmp_path):
         assert os.readlink(f"/proc/{daemon}/fd/2") == str(prefix / "logs" / "error.log")
         assert os.readlink(f"/proc/{daemon}/fd/1") == "/dev/null"
         assert b"[emerg]" not in out and b"Traceback" not in out
+        # after a log rotation and a reopen, stderr follows the log to its new file
+        log = prefix / "logs" / "error.log"
+        log.rename(log.with_name("error.log.1"))
+        assert ngxlab("signal", "reopen", "--prefix", prefix).returncode == 0
+        _wait(lambda: os.readlink(f"/proc/{daemon}/fd/2") == str(log), 10, "stderr on the new log")
     finally:
         if proc.poll() is None:
             proc.kill()
