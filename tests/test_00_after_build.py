@@ -2,7 +2,9 @@
 book: the chapters executed during the build must have left nothing alive.
 
 A chapter forks workers (lab.Master), runs masters (lab.MasterProcess) and
-real nginx (lab.Nginx); each must be stopped by the chapter itself.
+real nginx (lab.Nginx); each must be stopped by the chapter itself. Only the
+processes of this checkout count: the machine may run other checkouts' builds
+and tests at the same time.
 """
 
 from __future__ import annotations
@@ -11,8 +13,32 @@ import os
 
 from _tools import require
 
-BUILD_HTML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "_build", "html")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD_HTML = os.path.join(ROOT, "_build", "html")
+
+
+def _under_root(path: bytes) -> bool:
+    root = ROOT.encode()
+    return path == root or path.startswith(root + b"/")
+
+
+def of_this_checkout(pid: int) -> bool:
+    """Whether ``pid`` was started from this checkout: its working directory
+    is in it (a kernel, the workers it forks), or its environment names it in
+    PWD or PYTHONPATH (a master started by lab.MasterProcess, nginx started
+    by a kernel). A process whose environment cannot be read counts."""
+    try:
+        if _under_root(os.readlink(f"/proc/{pid}/cwd").encode()):
+            return True
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return True
+    for var in env:
+        name, _, value = var.partition(b"=")
+        if name in (b"PWD", b"PYTHONPATH") and any(map(_under_root, value.split(b":"))):
+            return True
+    return False
 
 
 def processes():
@@ -38,8 +64,8 @@ def leftovers():
     for pid, comm, argv, state in processes():
         if pid == me or state == "Z":
             continue
-        if comm.startswith("ngxlab:") or " -m ngxlab run " in f" {argv} " \
-                or ("nginx" in comm and "ngxlab-" in argv):
+        if (comm.startswith("ngxlab:") or " -m ngxlab run " in f" {argv} "
+                or ("nginx" in comm and "ngxlab-" in argv)) and of_this_checkout(pid):
             out.append((pid, comm, argv))
     return out
 
@@ -47,6 +73,16 @@ def leftovers():
 def test_no_chapter_left_a_process_alive():
     require(os.path.isdir(BUILD_HTML), "the book is not built (make test builds it first)")
     assert leftovers() == []
+
+
+def test_the_scan_sees_a_master_of_this_checkout():
+    # what the check above looks for is found: a master and its workers,
+    # started with a temporary prefix as a chapter starts them
+    from ngxlab.lab import MasterProcess
+
+    with MasterProcess(2) as mp:
+        found = {pid for pid, _comm, _argv in leftovers()}
+        assert {mp.pid, *mp.slots().values()} <= found
 
 
 def test_built_pages_name_no_path_of_this_machine():
