@@ -181,7 +181,7 @@ def _topology(args):
     if prefix is not None:
         table = read_table(prefix, pid)
         if table is not None:
-            slots = {s["pid"]: s["slot"] for s in table}
+            slots = {s["slot"]: s["pid"] for s in table}
             channels = {s["slot"]: tuple(s["channel"]) for s in table}
     try:
         c = lab_census.census_master(pid, slots=slots, channels=channels)

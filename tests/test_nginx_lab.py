@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ngxlab.lab.census import process_start_time
+from ngxlab.lab.proc import start_time as process_start_time
 from ngxlab.lab.nginx import Nginx, NginxError, NginxNotFound, find_nginx
 
 pytestmark = pytest.mark.nginx

@@ -299,7 +299,7 @@ class Master:
         _collect()          # a worker that exited is not censused as a zombie
         return census([os.getpid()] + [w.pid for w in self.workers
                                         if not _exited(w.pid)],
-                      slots=self.slots(), channels=self.channels())
+                      slots={w.slot: w.pid for w in self.workers}, channels=self.channels())
 
     def channels(self) -> dict[int, tuple[int, int]]:
         """``{slot: (channel[0], channel[1])}``, this process's descriptor

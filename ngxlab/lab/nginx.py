@@ -95,7 +95,8 @@ def nginx_version(binary: str | os.PathLike | None = None) -> str:
 
 # -- processes known by (pid, start time), so that a reused pid is never signalled --
 
-from ngxlab.lab._proc import Proc as _Proc, free_port as _free_port  # noqa: E402
+from ngxlab.lab.proc import Proc as _Proc  # noqa: E402
+from ngxlab.lab.runner import free_port as _free_port  # noqa: E402
 
 
 def _wait_gone(procs, timeout: float) -> bool:
@@ -594,7 +595,7 @@ class Nginx:
             raise NginxError("nginx has not been started")
         for _attempt in range(5):
             self._refresh_slots()
-            c = census_master(master.pid, slots={pid: slot for slot, pid in self._slot_of.items()})
+            c = census_master(master.pid, slots=dict(self._slot_of))
             if all(w.slot is not None for w in c.workers):
                 return c
             # a child was forked between the model's look and the census: look again

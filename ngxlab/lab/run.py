@@ -87,7 +87,7 @@ class Answer:
 # -- processes known by (pid, start time) -------------------------------------
 
 
-from ngxlab.lab._proc import Proc as _Proc  # noqa: E402
+from ngxlab.lab.proc import Proc as _Proc  # noqa: E402
 
 
 def _comm(pid: int) -> str:
@@ -564,7 +564,7 @@ class MasterProcess:
             raise MasterProcessError("the master has not been started")
         self._guard.note()
         return census_master(self._master.pid,
-                             slots={pid: slot for slot, pid in self.slots().items()})
+                             slots=self.slots())
 
     def wait_mesh(self, n: int | None = None, timeout: float = 10.0) -> Census:
         """Wait until the master's table holds exactly ``n`` workers (default:

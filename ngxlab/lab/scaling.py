@@ -96,7 +96,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ngxlab.lab._proc import free_port as _free_port, start_time as _start_time, stat as _stat
+from ngxlab.lab.proc import start_time as _start_time, state as _state
+from ngxlab.lab.runner import free_port as _free_port
 from ngxlab.lab.bench import MachineInfo, Samples, machine_info
 from ngxlab.lab.census import Census, CensusError, census_master
 
@@ -174,12 +175,6 @@ def _children(pid: int) -> list[int]:
         except OSError:
             continue
     return out
-
-
-def _state(pid: int) -> str | None:
-    """The state letter of ``pid`` (R, S, Z, ...), None when it is gone."""
-    st = _stat(pid)
-    return None if st is None else st[0]
 
 
 def _cpu_ms(pid: int) -> float | None:
@@ -371,7 +366,7 @@ class _Program:
             return None
         if table.get("master") != self.pid:
             return None
-        return {s["pid"]: s["slot"] for s in table.get("slots", [])}
+        return {s["slot"]: s["pid"] for s in table.get("slots", [])}
 
     def census(self) -> Census:
         return census_master(self.pid, slots=self.slots())
