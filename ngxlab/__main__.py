@@ -230,8 +230,7 @@ def read_table(prefix, pid=None):
 
 
 def _bench(args):
-    from ngxlab.lab import bench, scaling
-    scaling.register()          # the sections that run a real nginx
+    from ngxlab.lab import bench
     bench.run(args.out, quick=args.quick, progress=not args.no_progress)
     return 0
 

@@ -270,21 +270,21 @@ def test_topology_and_signal_on_a_running_master(tmp_path):
     with MasterProcess(2) as mp:
         table = ngxlab("topology", "--prefix", mp.prefix)
         assert table.returncode == 0, table.stderr
-        assert f"master {mp.pid}: 4 channel fds" in table.stdout
+        assert f"master {mp.master_pid}: 4 channel fds" in table.stdout
         assert "2 workers: 2 channel fds each" in table.stdout and "full mesh" in table.stdout
-        by_pid = ngxlab("topology", "--pid", mp.pid, "--json")
-        assert by_pid.returncode == 0 and f'"master_pid": {mp.pid}' in by_pid.stdout
+        by_pid = ngxlab("topology", "--pid", mp.master_pid, "--json")
+        assert by_pid.returncode == 0 and f'"master_pid": {mp.master_pid}' in by_pid.stdout
         done = mp.signal("reopen")
         assert done.returncode == 0 and done.stdout == done.stderr == ""
         mp.wait_log(r"#0: reopening logs$", count=3)
 
         # a worker has its master's command line, but it is not a master
-        worker = mp.slots()[0]
+        worker = mp.slots[0]
         _write_pid(tmp_path, f"{worker}\n")
         off = mp.log_offset()
         done = ngxlab("signal", "stop", "--prefix", tmp_path)
         assert done.returncode == 1
         assert f"PID {worker} in" in done.stderr and "not an ngxlab master" in done.stderr
         time.sleep(0.1)
-        assert mp.slots()[0] == worker and not [
+        assert mp.slots[0] == worker and not [
             line for line in mp.log_lines(off) if "SIGTERM" in line]

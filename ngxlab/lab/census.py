@@ -350,22 +350,6 @@ def _bracket_inode(target: str) -> int | None:
     return None
 
 
-def _epoll_targets(pid: int, fd: int) -> tuple[int, ...]:
-    try:
-        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return ()
-    out = []
-    for line in lines:
-        if line.startswith("tfd:"):
-            try:
-                out.append(int(line.split()[1]))
-            except (IndexError, ValueError):
-                pass
-    return tuple(sorted(out))
-
-
 def _hex_ipv4(h: str) -> str:
     return socket.inet_ntop(socket.AF_INET, bytes.fromhex(h)[::-1])
 
@@ -451,7 +435,7 @@ def _classify(pid: int, fd: int, target: str, unix: Mapping[int, UnixSocketInfo]
     if target.startswith("anon_inode:"):
         name = target[len("anon_inode:"):].strip("[]")
         kind = _ANON_KINDS.get(name, "anon_inode")
-        targets = _epoll_targets(pid, fd) if kind == "eventpoll" else ()
+        targets = (proc.epoll_set(pid, fd) or ()) if kind == "eventpoll" else ()
         return Fd(fd, kind, target, None, name, epoll_targets=targets)
     if target == "/dev/null":
         return Fd(fd, "devnull", target, None, target)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "Stat", "stat", "state", "alive", "start_time", "ppid", "comm", "cmdline",
-    "children", "fd_count", "cpu_ms", "minor_faults", "Proc",
+    "children", "fd_count", "fd_targets", "epoll_set", "cpu_ms", "minor_faults", "Proc",
 ]
 
 
@@ -132,6 +132,39 @@ def fd_count(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return -1
+
+
+def fd_targets(pid: int) -> dict[int, str] | None:
+    """``{fd: what readlink(/proc/PID/fd/FD) says}``, or None when ``pid`` is gone."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    out = {}
+    for name in names:
+        try:
+            out[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue        # closed between the listing and the look
+    return out
+
+
+def epoll_set(pid: int, fd: int) -> tuple[int, ...] | None:
+    """The descriptors registered in ``pid``'s epoll instance ``fd``
+    (``tfd:`` lines of ``/proc/PID/fdinfo/FD``), or None when unreadable."""
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    out = []
+    for line in lines:
+        if line.startswith("tfd:"):
+            try:
+                out.append(int(line.split()[1]))
+            except (IndexError, ValueError):
+                pass
+    return tuple(sorted(out))
 
 
 def cpu_ms(pid: int) -> float | None:
