@@ -261,3 +261,29 @@ def test_readme_table_from_results():
     assert "| m2, a / b | <= 1.5 | 2.00 (missed) |" in text
     assert "| m3, a / c | >= 0.8 | not measured |" in text
     assert "no target" not in text
+
+
+# -- the run kept in the repository, and the README's table -------------------------------
+
+
+def test_readme_table_is_the_saved_run():
+    saved = bench.saved()
+    text = (report.SAVED.parent.parent.parent.parent / "README.md").read_text()
+    block = text.split(report.README_START, 1)[1].split(report.README_END, 1)[0]
+    assert block == report.readme_table(saved), \
+        "the README's table differs from ngxlab/lab/data/bench.json: run python -m ngxlab.lab.report README.md"
+
+
+def test_saved_run_describes_its_machine_and_is_whole():
+    saved = bench.saved()
+    m = saved["machine"]
+    for key in ("cpu_model", "cores", "kernel", "python", "pyc", "nginx", "compiler", "loadavg",
+                "date"):
+        assert m[key], key
+    assert saved["quick"] is False and saved["command"] == "ngxlab bench"
+    assert saved["params"]["n"] == bench.FULL["n"] and saved["params"]["rounds"] == bench.FULL["rounds"]
+    rows = {(r["measure"], r["subject"], r["reference"]): r for r in saved["ratios"]}
+    for t in bench.TARGETS:
+        r = rows[(t.measure, t.subject, t.reference)]
+        assert r["met"] == t.met(r["ratio"]) and r["ratio"] is not None
+        assert r["ratio"] == pytest.approx(r["subject_median"] / r["reference_median"])

@@ -330,8 +330,10 @@ class MasterProcess(Runner):
         """Run ``python -m ngxlab signal NAME --prefix PREFIX`` (stop, quit,
         reopen, reload: what ``nginx -s`` sends), as an operator would;
         returns the CompletedProcess (``returncode``, ``stdout``, ``stderr``)."""
+        if name not in SIGNALS:
+            raise ValueError(f"unknown signal name {name!r}; use one of {sorted(SIGNALS)}")
         self._guard.note()
-        if name in SIGNALS and self.running:
+        if self.running:
             self._note_signal(SIGNALS[name])
         return subprocess.run([sys.executable, "-m", "ngxlab", "signal", name,
                                "--prefix", str(self.prefix)],
