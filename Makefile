@@ -3,7 +3,8 @@
 #
 #   make book                 build the book into _build/html (executes the chapters)
 #   make test                 build the book, then run the tests
-#   make check                the tests that do not need the built book, without building it
+#   make check                the tests that do not need the built book (nor a fresh
+#                             venv to install into), without building it
 #   make lab                  open the chapters as notebooks in JupyterLab
 #   make clean                remove the build and caches (keeps .venv)
 #   make distclean            also remove .venv
@@ -23,8 +24,9 @@ SHELL := /bin/bash
 
 .PHONY: all book test check lab venv clean distclean
 
-# The tests that look at the built book (_build/html).
-BOOK_TESTS := tests/test_00_after_build.py tests/test_browser.py
+# What `make check` leaves out: the tests that look at the built book
+# (_build/html), and the one that installs ngxlab with pip into a fresh venv.
+BOOK_TESTS := tests/test_00_after_build.py tests/test_browser.py tests/test_install.py
 
 # What the chapters run: the hash of ngxlab's code with docstrings and comments
 # left out (its ast), of its C sources and data files, and of the mirrors the

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -38,6 +39,9 @@ def installed(tmp_path_factory):
     venv.create(where, with_pip=True)
     py = where / "bin" / "python"
     tracked_build = (ROOT / "build").exists()
+    # setuptools builds under _build/setuptools (pyproject.toml) and does not
+    # remove what an earlier build put there: start clean, as a fresh clone does
+    shutil.rmtree(ROOT / "_build" / "setuptools", ignore_errors=True)
     done = subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check",
                            "-q", str(ROOT)], capture_output=True, text=True, timeout=600,
                           cwd=where)

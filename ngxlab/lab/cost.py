@@ -198,6 +198,11 @@ class _PyVariant:
         if got != self._expected():
             raise BenchError(f"{self.name}: the echo came back as {got!r}")
 
+    def _one_checked(self) -> bytes:
+        """One round trip; the bytes that came back (``_loop`` keeps them)."""
+        self._loop(1)
+        return self.last
+
     def _expected(self) -> bytes:
         return bytes(message(self.with_fd, self.devnull))
 
@@ -334,10 +339,6 @@ class _Raw(_PyVariant):
         self.last = data
         return t
 
-    def _one_checked(self) -> bytes:
-        self._loop(1)
-        return self.last
-
     def _shutdown(self):
         self.sock.close()
 
@@ -391,10 +392,6 @@ class _MpPipe(_PyVariant):
         self.last = data
         return t
 
-    def _one_checked(self) -> bytes:
-        self._loop(1)
-        return self.last
-
     def _shutdown(self):
         self.conn.close()
 
@@ -435,10 +432,6 @@ class _MpQueue(_PyVariant):
         t = clock() - t0
         self.last = data
         return t
-
-    def _one_checked(self) -> bytes:
-        self._loop(1)
-        return self.last
 
     def _shutdown(self):
         with contextlib.suppress(Exception):
@@ -486,10 +479,6 @@ class _OsPipe(_PyVariant):
         t = clock() - t0
         self.last = data
         return t
-
-    def _one_checked(self) -> bytes:
-        self._loop(1)
-        return self.last
 
     def _shutdown(self):
         os.close(self.p_write)

@@ -178,15 +178,7 @@ class Master(Runner):
         that a chapter can look at a mesh that is still growing (or, with
         ``close_inherited=False``, never becomes the full mesh):
         :meth:`Master.wait_mesh` waits for it."""
-        if self._started:
-            raise MasterError("this Master was already started; make a new one")
-        self._started = True
-        try:
-            self._launch()
-        except BaseException:
-            self.stop(quit_timeout=1.0, term_timeout=1.0)
-            raise
-        return self
+        return self.launch()
 
     def _launch(self):
         global _active
