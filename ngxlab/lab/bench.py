@@ -150,9 +150,10 @@ def report_row(forks) -> dict:
                     forks.reference_median, forks.unit, TARGETS)
 
 
-def save(results: dict, path: str | Path = SAVED) -> dict:
+def save(results: dict, path: str | Path | None = None) -> dict:
     """Keep a run in the repository: its results without the per-sample
-    lists (medians, p10 and p90 stay), as JSON at ``path``."""
+    lists (medians, p10 and p90 stay), as JSON at ``path`` (by default
+    ``ngxlab/lab/data/bench.json``)."""
     kept = copy.deepcopy(results)
 
     def trim(d):
@@ -169,15 +170,15 @@ def save(results: dict, path: str | Path = SAVED) -> dict:
     trim(kept)
     for r in kept["startup_to_mesh"]["runs"]:
         r["detail"] = ""            # the census summary of each run: long
-    with open(path, "w") as f:
+    with open(SAVED if path is None else path, "w") as f:
         json.dump(kept, f, indent=0, separators=(",", ":"))
         f.write("\n")
     return kept
 
 
-def saved(path: str | Path = SAVED) -> dict:
+def saved(path: str | Path | None = None) -> dict:
     """The run kept in the repository (:func:`save`)."""
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(SAVED if path is None else path).read_text())
 
 
 def record_mesh(path, *, ns=timing.QUICK_NS, repeats: int = 5,

@@ -247,10 +247,11 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(path: str | os.PathLike, saved: str | os.PathLike = SAVED) -> str:
-    """Put :func:`readme_table` of the saved run between the README's two
-    marker lines; returns the table."""
-    table = readme_table(json.loads(Path(saved).read_text()))
+def update_readme(path: str | os.PathLike, saved: str | os.PathLike | None = None) -> str:
+    """Put :func:`readme_table` of the saved run (by default
+    ``ngxlab/lab/data/bench.json``) between the README's two marker lines;
+    returns the table."""
+    table = readme_table(json.loads(Path(SAVED if saved is None else saved).read_text()))
     text = Path(path).read_text()
     head, rest = text.split(README_START, 1)
     _old, tail = rest.split(README_END, 1)
