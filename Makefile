@@ -3,6 +3,8 @@
 #
 #   make book                 build the book into _build/html (executes the chapters)
 #   make test                 build the book, then run the tests
+#   make check                the tests that do not need the built book (nor a fresh
+#                             venv to install into), without building it
 #   make lab                  open the chapters as notebooks in JupyterLab
 #   make clean                remove the build and caches (keeps .venv)
 #   make distclean            also remove .venv
@@ -20,7 +22,39 @@ PYTEST_ARGS ?=
 
 SHELL := /bin/bash
 
-.PHONY: all book test lab venv clean distclean
+.PHONY: all book test check lab venv clean distclean
+
+# What `make check` leaves out: the tests that look at the built book
+# (_build/html), and the one that installs ngxlab with pip into a fresh venv.
+BOOK_TESTS := tests/test_00_after_build.py tests/test_browser.py tests/test_install.py
+
+# What the chapters run: the hash of ngxlab's code with docstrings and comments
+# left out (its ast), of its C sources and data files, and of the mirrors the
+# chapters include. A docstring changes no output, so it re-executes nothing;
+# Sphinx still re-reads the pages it shows on (see `book`).
+define LIBHASH_PY
+import ast, hashlib, pathlib, re, sys
+h = hashlib.sha256()
+for p in sorted(pathlib.Path("ngxlab").rglob("*")):
+    if "__pycache__" in p.parts or not p.is_file():
+        continue
+    if p.suffix == ".py":
+        tree = ast.parse(p.read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr)                     and isinstance(getattr(body[0], "value", None), ast.Constant)                     and isinstance(body[0].value.value, str):
+                body[0] = ast.Pass()
+        data = ast.dump(tree).encode()
+    elif p.suffix in (".c", ".h") or "data" in p.parts:
+        data = p.read_bytes()
+    else:
+        continue
+    h.update(str(p).encode() + b"\0" + data + b"\0")
+for md in sorted(pathlib.Path("book").glob("*.md")):
+    h.update("".join(re.findall(r":pyobject:.*\n", md.read_text())).encode())
+print(h.hexdigest())
+endef
+export LIBHASH_PY
 
 all: book
 
@@ -49,21 +83,26 @@ venv:
 # The book. Jupyter Book's execution cache keys only on a notebook's code
 # cells, and Sphinx re-reads only the pages whose source changed, so a change
 # to ngxlab alone would leave stale outputs in the pages. The build is also
-# keyed on a hash of the library (its .py, .c, .h and lab/data files), kept
-# in $(BUILD)/.ngxlab-hash: when the hash changes, the execution cache and
-# Sphinx's doctrees are removed and every chapter runs again. The hash also
-# covers which mirrors the chapters include, which the book's map shows.
+# keyed on two hashes, kept in $(BUILD): when what the chapters run changes
+# (LIBHASH_PY above), the execution cache is removed and every chapter runs
+# again; when any file of ngxlab changes (a docstring too: the API page and
+# the included code show them), Sphinx's doctrees are removed and every page
+# is read again, from the cache.
 book: venv
 	@set -uo pipefail; \
 	start=$$(date +%s); \
 	mkdir -p $(BUILD); \
-	libhash=$$( { find ngxlab -type f \( -name '*.py' -o -name '*.c' -o -name '*.h' -o -path 'ngxlab/lab/data/*' \) \
-	               -not -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum; \
-	             grep -h ':pyobject:' book/*.md; } | sha256sum | cut -d' ' -f1); \
+	libhash=$$($(PY) -c "$$LIBHASH_PY"); \
+	srchash=$$(find ngxlab -type f -not -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z \
+	           | xargs -0 -r sha256sum | sha256sum | cut -d' ' -f1); \
 	if [ "$$(cat $(BUILD)/.ngxlab-hash 2>/dev/null)" != "$$libhash" ]; then \
-	    if [ -d $(BUILD)/.jupyter_cache ]; then echo "== ngxlab changed: every chapter runs again"; fi; \
+	    if [ -d $(BUILD)/.jupyter_cache ]; then echo "== ngxlab's code changed: every chapter runs again"; fi; \
 	    rm -rf $(BUILD)/.jupyter_cache $(BUILD)/.doctrees $(BUILD)/jupyter_execute; \
 	    echo "$$libhash" > $(BUILD)/.ngxlab-hash; \
+	fi; \
+	if [ "$$(cat $(BUILD)/.ngxlab-srchash 2>/dev/null)" != "$$srchash" ]; then \
+	    rm -rf $(BUILD)/.doctrees; \
+	    echo "$$srchash" > $(BUILD)/.ngxlab-srchash; \
 	fi; \
 	$(JB) build . -W -n --keep-going; rc=$$?; \
 	if [ $$rc -ne 0 ] && compgen -G '$(BUILD)/html/reports/*' >/dev/null; then \
@@ -74,6 +113,9 @@ book: venv
 
 test: book
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: venv
+	$(PY) -m pytest $(addprefix --ignore=,$(BOOK_TESTS)) $(PYTEST_ARGS)
 
 # JupyterLab on 127.0.0.1, with Markdown files opened as notebooks through
 # jupytext (the setting lives in .venv, not in your home directory).
@@ -89,4 +131,4 @@ clean:
 	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info build

@@ -223,7 +223,7 @@ def _topology(args):
     if prefix is not None:
         table = read_table(prefix, pid)
         if table is not None:
-            slots = {s["pid"]: s["slot"] for s in table}
+            slots = {s["slot"]: s["pid"] for s in table}
             channels = {s["slot"]: tuple(s["channel"]) for s in table}
     try:
         c = lab_census.census_master(pid, slots=slots, channels=channels)
@@ -254,8 +254,7 @@ def read_table(prefix, pid=None):
 
 
 def _bench(args):
-    from ngxlab.lab import bench, scaling
-    scaling.register()          # the sections that run a real nginx
+    from ngxlab.lab import bench
     bench.run(args.out, quick=args.quick, progress=not args.no_progress)
     return 0
 

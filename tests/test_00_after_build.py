@@ -82,7 +82,7 @@ def test_the_scan_sees_a_master_of_this_checkout():
 
     with MasterProcess(2) as mp:
         found = {pid for pid, _comm, _argv in leftovers()}
-        assert {mp.pid, *mp.slots().values()} <= found
+        assert {mp.master_pid, *mp.slots.values()} <= found
 
 
 def test_built_pages_name_no_path_of_this_machine():

@@ -1,4 +1,4 @@
-"""ngxlab.lab.bench: smoke runs with tiny sizes.
+"""ngxlab.lab.cost, fdpass, compare, report, figures and bench: smoke runs with tiny sizes.
 
 These check structure and sanity (positive numbers, ratios computed from the
 two medians, files written, the C floor built and run), never a speed: the
@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import statistics
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from ngxlab.lab import _cbuild, bench
-from ngxlab.lab.bench import Samples
+from _tools import child_pids
+from ngxlab.lab import _cbuild, bench, cost, fdpass, figures, report
+from ngxlab.lab.compare import Samples
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,7 +35,9 @@ def _check_samples(s: Samples, *, unit: str, reference: str) -> None:
     assert s.values and all(v > 0 and math.isfinite(v) for v in s.values)
     assert s.reference_values and all(v > 0 for v in s.reference_values)
     assert s.p10 <= s.median <= s.p90
-    assert s.ratio == s.median / s.reference_median
+    # the ratio is of the two medians of this run's samples (computed here independently)
+    assert s.ratio == pytest.approx(statistics.median(s.values)
+                                    / statistics.median(s.reference_values))
 
 
 # -- the numbers -----------------------------------------------------------------
@@ -52,14 +59,14 @@ def test_samples_statistics_and_ratio():
     assert "skipped" in repr(empty)
 
 
-PYTHON_VARIANTS = [v for v in bench.ROUND_TRIP_VARIANTS if v != "c"]
+PYTHON_VARIANTS = [v for v in cost.ROUND_TRIP_VARIANTS if v != "c"]
 
 
 @pytest.mark.parametrize("with_fd", [False, True], ids=["no_fd", "one_fd"])
 @pytest.mark.parametrize("variant", PYTHON_VARIANTS)
 def test_round_trip_python_variants(variant, with_fd):
-    s = bench.round_trip(variant, with_fd=with_fd, **TINY)
-    if with_fd and variant not in bench.DESCRIPTOR_VARIANTS:
+    s = cost.round_trip(variant, with_fd=with_fd, **TINY)
+    if with_fd and variant not in cost.DESCRIPTOR_VARIANTS:
         assert s.skipped and "descriptor" in s.skipped
         assert s.values == [] and s.ratio is None
         return
@@ -72,58 +79,62 @@ def test_round_trip_python_variants(variant, with_fd):
 
 @pytest.mark.parametrize("with_fd", [False, True], ids=["no_fd", "one_fd"])
 def test_round_trip_c_floor(cc, with_fd):
-    s = bench.round_trip("c", with_fd=with_fd, **TINY)
+    s = cost.round_trip("c", with_fd=with_fd, **TINY)
     _check_samples(s, unit="ns", reference="raw")
     assert len(s.values) == 4
 
 
 def test_round_trips_share_one_reference():
-    got = bench.round_trips(["ngxlab", "os_pipe"], reference="mp_pipe", **TINY)
+    got = cost.round_trips(["ngxlab", "os_pipe"], reference="mp_pipe", **TINY)
     assert list(got) == ["ngxlab", "os_pipe", "mp_pipe"]
     ref = got["mp_pipe"].values
     for s in got.values():
         assert s.reference == "mp_pipe" and s.reference_values == ref
-        assert s.ratio == s.median / got["mp_pipe"].median
+        assert s.ratio == pytest.approx(statistics.median(s.values) / statistics.median(ref))
 
 
-@pytest.mark.parametrize("placement", bench.PLACEMENTS)
+@pytest.mark.parametrize("placement", cost.PLACEMENTS)
 def test_placement_is_recorded_and_undone(placement):
     import os
 
     before = os.sched_getaffinity(0)
-    s = bench.round_trip("raw", placement=placement, **TINY)
+    s = cost.round_trip("raw", placement=placement, **TINY)
     assert os.sched_getaffinity(0) == before
     assert s.params["placement"].startswith(placement if len(before) > 1 or placement != "split"
                                             else "same")
     assert len(s.values) == 4
-    f = bench.fds_per_second(16, seconds=0.04, rounds=1, interval=0.02, placement=placement)
+    f = fdpass.fds_per_second(16, seconds=0.04, rounds=1, interval=0.02, placement=placement)
     assert os.sched_getaffinity(0) == before and f.values
     with pytest.raises(ValueError, match="placement"):
-        bench.round_trip("raw", placement="anywhere", **TINY)
+        cost.round_trip("raw", placement="anywhere", **TINY)
 
 
 def test_round_trip_rejects_unknown_variant():
     with pytest.raises(ValueError, match="unknown variant"):
-        bench.round_trip("carrier_pigeon", **TINY)
+        cost.round_trip("carrier_pigeon", **TINY)
 
 
-def test_an_interrupted_run_leaves_no_child(monkeypatch):
-    # KeyboardInterrupt (a kernel interrupt) in the middle of measuring: the
-    # echo child must be ended and reaped, its descriptors closed.
-    def interrupted(self, batches, batch, warmup):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(bench._Ngxlab, "measure", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        bench.round_trip("ngxlab", with_fd=True, **TINY)
+def test_an_interrupted_run_leaves_no_child():
+    # A real SIGINT (what a notebook's interrupt sends) in the middle of
+    # measuring: the echo child must be ended and reaped, its descriptors
+    # closed (the leak guard checks both after the test).
+    before = child_pids()
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cost.round_trip("ngxlab", with_fd=True, n=10_000_000, batch=20, rounds=1)
+    finally:
+        timer.cancel()
+    assert child_pids() <= before
 
 
 # -- descriptors per second ------------------------------------------------------
 
 
-@pytest.mark.parametrize("per_message", bench.FDS_PER_MESSAGE)
+@pytest.mark.parametrize("per_message", fdpass.FDS_PER_MESSAGE)
 def test_fds_per_second(cc, per_message):
-    s = bench.fds_per_second(per_message, seconds=0.1, rounds=2, interval=0.02)
+    s = fdpass.fds_per_second(per_message, seconds=0.1, rounds=2, interval=0.02)
     _check_samples(s, unit="fds/s", reference="c")
     assert s.variant == "python"
     assert s.params["per_message"] == per_message
@@ -132,14 +143,14 @@ def test_fds_per_second(cc, per_message):
 
 def test_fds_per_message_limits():
     with pytest.raises(ValueError, match="SCM_MAX_FD"):
-        bench.fds_per_second(bench.SCM_MAX_FD + 1, seconds=0.01)
+        fdpass.fds_per_second(fdpass.SCM_MAX_FD + 1, seconds=0.01)
     with pytest.raises(ValueError):
-        bench.fds_per_second(0, seconds=0.01)
+        fdpass.fds_per_second(0, seconds=0.01)
 
 
 def test_scm_rights_limit_is_253():
     # The fact the fds_per_second docstring states, checked on this kernel.
-    assert bench.scm_rights_limit() == {253: "ok", 254: "EINVAL"}
+    assert fdpass.scm_rights_limit() == {253: "ok", 254: "EINVAL"}
 
 
 # -- the C floor ---------------------------------------------------------------------
@@ -168,13 +179,13 @@ def test_c_floor_compiles_and_runs(cc):
 def test_without_a_compiler_c_is_skipped_not_faked(monkeypatch):
     monkeypatch.setattr(_cbuild, "_built", {})
     monkeypatch.setattr(_cbuild, "compiler", lambda: None)
-    s = bench.round_trip("c", **TINY)
+    s = cost.round_trip("c", **TINY)
     assert s.skipped and "compiler" in s.skipped
     assert s.values == [] and s.median is None and s.ratio is None
-    rows = bench.ratio_table([bench.round_trips(["ngxlab", "c"], **TINY)], [])
+    rows = cost.ratio_table([cost.round_trips(["ngxlab", "c"], **TINY)], [])
     assert all(r["ratio"] is None for r in rows if "c" in (r["subject"], r["reference"]))
 
-    f = bench.fds_per_second(1, seconds=0.04, rounds=1, interval=0.02)
+    f = fdpass.fds_per_second(1, seconds=0.04, rounds=1, interval=0.02)
     assert f.values and f.reference_values == [] and f.ratio is None
     assert "compiler" in f.params["reference_skipped"]
 
@@ -183,7 +194,7 @@ def test_without_a_compiler_c_is_skipped_not_faked(monkeypatch):
 
 
 def test_machine_info():
-    m = bench.machine_info()
+    m = report.machine_info()
     assert m.cores >= 1 and 1 <= m.usable_cores <= m.cores
     assert m.kernel and m.cpu_model and m.python.startswith(".".join(map(str, sys.version_info[:2])))
     assert m.date[:2] == "20"
@@ -192,13 +203,13 @@ def test_machine_info():
 
 
 def test_profile_round_trip_names_the_mirror():
-    text = bench.profile_round_trip("ngxlab", n=200)
+    text = cost.profile_round_trip("ngxlab", n=200)
     assert "ngx_read_channel" in text and "ngx_write_channel" in text
 
 
 def test_progress_without_tqdm(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)      # import tqdm raises ImportError
-    s = bench.round_trip("os_pipe", progress=True, **TINY)
+    s = cost.round_trip("os_pipe", progress=True, **TINY)
     assert len(s.values) == 4
 
 
@@ -212,56 +223,67 @@ def matplotlib_fonts():
     that draws."""
     import io
 
-    machine = bench.machine_info()
+    machine = report.machine_info()
     rts = {v: Samples(measure="round trip, no descriptor", variant=v, unit="ns",
                       values=[1000.0, 2000.0], reference="raw",
                       reference_values=[1000.0, 2000.0], params={"batch": 1})
-           for v in bench.ROUND_TRIP_VARIANTS}
+           for v in cost.ROUND_TRIP_VARIANTS}
     fds = [Samples(measure="d", variant="python", unit="fds/s", values=[1e5, 2e6],
                    reference="c", reference_values=[1e5, 2e6], params={"per_message": k})
-           for k in bench.FDS_PER_MESSAGE]
-    for fig in (bench.plot_round_trips([rts, rts], machine),
-                bench.plot_fds_per_second(fds, machine)):
+           for k in fdpass.FDS_PER_MESSAGE]
+    for fig in (figures.plot_round_trips([rts, rts], machine),
+                figures.plot_fds_per_second(fds, machine)):
         fig.savefig(io.BytesIO(), format="png")
 
 
-def test_run_quick_writes_results_and_figures(tmp_path, monkeypatch, capsys, matplotlib_fonts):
-    calls = []
+def test_fork_rate_beside_c(cc):
+    s = cost.fork_rate(forks=5, rounds=2)
+    _check_samples(s, unit="ns", reference="c")
+    assert len(s.values) == len(s.reference_values) == 2 and s.params["forks"] == 5
 
-    def section(*, out_dir, quick, progress):
-        calls.append((out_dir, quick, progress))
-        (out_dir / "extra.png").write_bytes(b"")
-        row = dict(measure="an extra section", subject="x", reference="y", unit="ns",
-                   subject_median=2.0, reference_median=1.0, ratio=2.0, target=None, met=None)
-        return {"value": 1, "figures": ["extra.png"], "ratios": [row]}
 
-    monkeypatch.setattr(bench, "EXTRA_SECTIONS", [])
-    bench.register_section("extra", section, "a stand-in for the nginx runner's sections")
+def test_readme_table_from_results():
+    results = {"machine": {"date": "2030-01-02T03:04:05+00:00", "loadavg": [1.0, 0.5, 0.25]},
+               "machine_line": "a machine", "loadavg_end": [2.0, 1.0, 0.5],
+               "ratios": [dict(measure="m", subject="a", reference="b", ratio=1.234,
+                               target="<= 1.5", met=True),
+                          dict(measure="m2", subject="a", reference="b", ratio=2.0,
+                               target="<= 1.5", met=False),
+                          dict(measure="m3", subject="a", reference="c", ratio=None,
+                               target=">= 0.8", met=None),
+                          dict(measure="no target", subject="a", reference="b", ratio=3.0,
+                               target=None, met=None)]}
+    text = report.readme_table(results)
+    assert text.splitlines()[0] == ("Measured by `ngxlab bench` on 2030-01-02: a machine "
+                                    "(load 1.00, 0.50, 0.25 at the start, 2.00, 1.00, 0.50 "
+                                    "at the end).")
+    assert "| m, a / b | <= 1.5 | 1.23 |" in text
+    assert "| m2, a / b | <= 1.5 | 2.00 (missed) |" in text
+    assert "| m3, a / c | >= 0.8 | not measured |" in text
+    assert "no target" not in text
 
-    results = bench.run(tmp_path, quick=True, progress=False)
-    printed = capsys.readouterr().out
 
-    data = json.loads((tmp_path / "results.json").read_text())
-    assert data == json.loads(json.dumps(results))
-    assert data["quick"] is True
-    assert data["scm_rights_limit"] == {"253": "ok", "254": "EINVAL"}
-    assert set(data["round_trip"]["no_descriptor"]) == set(bench.ROUND_TRIP_VARIANTS)
-    assert data["round_trip"]["one_descriptor"]["os_pipe"]["skipped"]
-    assert set(data["fds_per_second"]) == {"1", "16", "253"}
-    for name in ("round_trip_cdf.png", "fds_per_second.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert name in data["figures"]
-    assert "extra.png" in data["figures"]
-    assert calls == [(tmp_path, True, False)]
-    assert data["sections"]["extra"]["value"] == 1
+# -- the run kept in the repository, and the README's table -------------------------------
 
-    for row in data["ratios"]:
-        if row["ratio"] is not None:
-            assert row["ratio"] == pytest.approx(row["subject_median"] / row["reference_median"])
-            assert row["ratio"] > 0
-    targets = [r for r in data["ratios"] if r["target"]]
-    assert len(targets) == len(bench.TARGETS)
-    assert data["machine"]["cores"] >= 1 and data["duration_s"] > 0
 
-    assert "ngxlab bench on" in printed and data["machine_line"] in printed
-    assert "an extra section" in printed and "253 descriptors ok" in printed
+def test_readme_table_is_the_saved_run():
+    saved = bench.saved()
+    text = (report.SAVED.parent.parent.parent.parent / "README.md").read_text()
+    block = text.split(report.README_START, 1)[1].split(report.README_END, 1)[0]
+    assert block == report.readme_table(saved), \
+        "the README's table differs from ngxlab/lab/data/bench.json: run python -m ngxlab.lab.report README.md"
+
+
+def test_saved_run_describes_its_machine_and_is_whole():
+    saved = bench.saved()
+    m = saved["machine"]
+    for key in ("cpu_model", "cores", "kernel", "python", "pyc", "nginx", "compiler", "loadavg",
+                "date"):
+        assert m[key], key
+    assert saved["quick"] is False and saved["command"] == "ngxlab bench"
+    assert saved["params"]["n"] == bench.FULL["n"] and saved["params"]["rounds"] == bench.FULL["rounds"]
+    rows = {(r["measure"], r["subject"], r["reference"]): r for r in saved["ratios"]}
+    for t in bench.TARGETS:
+        r = rows[(t.measure, t.subject, t.reference)]
+        assert r["met"] == t.met(r["ratio"]) and r["ratio"] is not None
+        assert r["ratio"] == pytest.approx(r["subject_median"] / r["reference_median"])

@@ -1,14 +1,18 @@
 """`ngxlab bench --quick` runs end to end (CI runs it so the command never
 rots): it exits 0, prints the ratio table with the machine it ran on, and
-writes its JSON results and figures. No timing is asserted."""
+writes results.json, whose every ratio is the ratio of the two medians it
+records, and its figures. No timing is asserted."""
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 
 import pytest
+
+from ngxlab.lab import bench
 
 
 @pytest.mark.timeout(240)
@@ -19,16 +23,42 @@ def test_bench_quick_writes_results_and_figures(tmp_path, nginx_bin, cc):
          "--no-progress"], capture_output=True, text=True, timeout=230)
     assert done.returncode == 0, done.stderr[-2000:]
     text = done.stdout
-    assert "ngxlab bench on" in text and "cores" in text
-    assert "round trip, no descriptor" in text
-    assert "descriptors per second, 253 per message" in text
-    assert "start-up to full mesh, N=32" in text
-    results = json.loads((out / "results.json").read_text())
-    assert results
-    scaling = json.loads((out / "scaling.json").read_text())
-    assert scaling
-    for png in ("round_trip_cdf.png", "fds_per_second.png",
-                "startup_to_mesh.png", "quit_to_exit.png",
-                "descriptors_vs_n.png"):
-        data = (out / png).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n", png
+    r = json.loads((out / "results.json").read_text())
+    assert f"ngxlab bench on {r['machine_line']}" in text
+    m = r["machine"]
+    assert m["cores"] >= 1 and m["nginx"] and m["compiler"] and m["pyc"] and m["kernel"]
+    assert r["quick"] is True and r["command"] == "ngxlab bench --quick"
+
+    # every target has its row, measured here (nginx and a compiler are present)
+    targets = [row for row in r["ratios"] if row["target"]]
+    assert sorted((t["measure"], t["subject"], t["reference"]) for t in targets) == \
+        sorted((t.measure, t.subject, t.reference) for t in bench.TARGETS)
+    for row in targets:
+        assert row["ratio"] is not None and row["met"] in (True, False)
+    assert ("  NO" in text) == (not all(t["met"] for t in targets))
+
+    # the ratios are those of the medians of the samples the file records
+    rt = r["round_trip"]["no_descriptor"]
+    row = next(x for x in r["ratios"] if (x["measure"], x["subject"], x["reference"]) ==
+               ("round trip, no descriptor", "ngxlab", "raw"))
+    assert row["subject_median"] == pytest.approx(statistics.median(rt["ngxlab"]["values"]))
+    assert row["ratio"] == pytest.approx(statistics.median(rt["ngxlab"]["values"])
+                                         / statistics.median(rt["raw"]["values"]))
+    fork = r["forks"]
+    assert fork["ratio"] == pytest.approx(statistics.median(fork["values"])
+                                          / statistics.median(fork["reference_values"]))
+    runs = r["startup_to_mesh"]["runs"]
+    for n in r["startup_to_mesh"]["ns"]:
+        lab = [x["mesh_ms"] for x in runs if x["system"] == "ngxlab" and x["n"] == n]
+        ngx = [x["mesh_ms"] for x in runs if x["system"] == "nginx" and x["n"] == n]
+        row = next(x for x in r["ratios"] if x["measure"] == f"start-up to full mesh, N={n}")
+        assert row["ratio"] == pytest.approx(statistics.median(lab) / statistics.median(ngx))
+        assert all(x["confirmed"] for x in runs if x["n"] == n)
+    assert all(c["matches_formula"] for c in r["descriptors_vs_n"]["counts"])
+    assert r["scm_rights_limit"] == {"253": "ok", "254": "EINVAL"}
+
+    assert r["figures_skipped"] is None
+    assert r["figures"] == ["round_trip_cdf.png", "fds_per_second.png", "startup_to_mesh.png",
+                            "quit_to_exit.png", "descriptors_vs_n.png"]
+    for png in r["figures"]:
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png

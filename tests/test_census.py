@@ -15,8 +15,9 @@ import pytest
 
 from _tools import fd_table, require_tool
 from ngxlab.lab._netlink import unix_sockets
+from ngxlab.lab import proc
 from ngxlab.lab.census import (Census, CensusError, CensusPermissionError, census, census_master,
-                               children_of, process_start_time)
+                               children_of)
 from ngxlab.lab.nginx import Nginx
 
 
@@ -91,7 +92,7 @@ def test_socketpair_across_fork_is_a_channel_pair():
         data = json.loads(c.to_json())
         assert data["pairs"][0]["worker_pid"] == child
 
-        given = census([os.getpid(), child], slots={child: 7})
+        given = census([os.getpid(), child], slots={7: child})
         assert given.pairs[0].slot == 7 and not given.slots_inferred
         assert given.process(child).channel_ends == ("7:1",)
     finally:
@@ -100,6 +101,46 @@ def test_socketpair_across_fork_is_a_channel_pair():
         os.close(r)
         a.close()
         b.close()
+
+
+@pytest.mark.timeout(30)
+def test_census_right_after_a_fork():
+    """The moment after a fork: the worker holds only its channel[1], and a child
+    forked after it still holds both ends it inherited. The census must name the
+    earlier child as the owner and orient the pair by who holds what, not by who
+    holds more: here channel[0] is the master's higher descriptor number, so the
+    socketpair(2) numbering rule alone would get it backwards."""
+    ch1, ch0 = socket.socketpair()             # ch1 has the lower number
+    r, w = os.pipe()
+    assert ch1.fileno() < ch0.fileno()
+    owner = later = None
+    try:
+        owner = _fork_holding(ch1.fileno(), (ch0.fileno(), w), r)
+        deadline = time.monotonic() + 5
+        ino0, ino1 = os.fstat(ch0.fileno()).st_ino, os.fstat(ch1.fileno()).st_ino
+        while any(f.inode == ino0 for f in census([owner]).process(owner).fds):
+            assert time.monotonic() < deadline, "the owner did not close its channel[0]"
+            time.sleep(0.01)
+        time.sleep(0.03)                        # a later start time, in clock ticks
+        later = _fork_holding(-1, (w,), r)      # keeps both ends, as if not initialised yet
+        c = census([os.getpid(), owner, later])
+        (pair,) = c.pairs
+        assert pair.inodes == (ino0, ino1)
+        assert pair.master_fds == (ch0.fileno(), ch1.fileno())
+        assert pair.worker_pid == owner
+        assert pair.holders_of(1) == tuple(sorted((os.getpid(), owner, later)))
+        assert pair.holders_of(0) == tuple(sorted((os.getpid(), later)))
+        assert c.process(owner).role == "worker" and c.process(owner).channel_ends == ("0:1",)
+        assert c.process(later).role == "other"
+        assert sorted(c.process(later).channel_ends) == ["0:0", "0:1"]
+    finally:
+        os.close(w)
+        for pid in (owner, later):
+            if pid is not None:
+                _reap(pid)
+        os.close(r)
+        ch0.close()
+        ch1.close()
 
 
 @pytest.mark.timeout(30)
@@ -175,8 +216,7 @@ def test_census_error_on_dead_and_zombie_pids():
     assert isinstance(info.value, ProcessLookupError) and info.value.pid == pid
     with pytest.raises(CensusError):
         census_master(pid)
-    with pytest.raises(CensusError):
-        process_start_time(pid)
+    assert proc.start_time(pid) is None and proc.stat(pid) is None
     with pytest.raises(CensusError):
         census([0])
     with pytest.raises(ValueError):

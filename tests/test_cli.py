@@ -296,23 +296,23 @@ def test_topology_and_signal_on_a_running_master(tmp_path):
     with MasterProcess(2) as mp:
         table = ngxlab("topology", "--prefix", mp.prefix)
         assert table.returncode == 0, table.stderr
-        assert f"master {mp.pid}: 4 channel fds" in table.stdout
+        assert f"master {mp.master_pid}: 4 channel fds" in table.stdout
         assert "2 workers: 2 channel fds each" in table.stdout and "full mesh" in table.stdout
-        by_pid = ngxlab("topology", "--pid", mp.pid, "--json")
-        assert by_pid.returncode == 0 and f'"master_pid": {mp.pid}' in by_pid.stdout
+        by_pid = ngxlab("topology", "--pid", mp.master_pid, "--json")
+        assert by_pid.returncode == 0 and f'"master_pid": {mp.master_pid}' in by_pid.stdout
         done = mp.signal("reopen")
         assert done.returncode == 0 and done.stdout == done.stderr == ""
         mp.wait_log(r"#0: reopening logs$", count=3)
 
         # a worker has its master's command line, but it is not a master
-        worker = mp.slots()[0]
+        worker = mp.slots[0]
         _write_pid(tmp_path, f"{worker}\n")
         off = mp.log_offset()
         done = ngxlab("signal", "stop", "--prefix", tmp_path)
         assert done.returncode == 1
         assert f"PID {worker} in" in done.stderr and "not an ngxlab master" in done.stderr
         time.sleep(0.1)
-        assert mp.slots()[0] == worker and not [
+        assert mp.slots[0] == worker and not [
             line for line in mp.log_lines(off) if "SIGTERM" in line]
 
 
@@ -378,7 +378,7 @@ def test_a_second_run_on_a_busy_prefix_refuses(tmp_path):
     # nginx's second master stops at bind() (the port is busy); an ngxlab
     # master on port 0 has no such guard, so the pid file is the guard
     with MasterProcess(1) as mp:
-        first = mp.pid
+        first = mp.master_pid
         pid_file = mp.prefix / "logs" / "ngxlab.pid"
         for extra in ([], ["--daemon"], ["--workers", "3"]):
             t0 = time.monotonic()
@@ -394,7 +394,7 @@ def test_a_second_run_on_a_busy_prefix_refuses(tmp_path):
         assert mp.signal("reload").returncode == 0
         mp.wait_log(r"#0: reconfiguring$", since=off)
         mp.wait_mesh(1)
-        assert mp.pid == first
+        assert mp.master_pid == first
     assert not pid_file.exists()
 
 
@@ -422,13 +422,13 @@ def _write_pid_at(prefix: Path, text: str) -> None:
 def test_signal_refuses_the_master_of_another_prefix(tmp_path):
     with MasterProcess(1) as mp:
         other = tmp_path / "a"
-        _write_pid_at(other, f"{mp.pid}\n")
+        _write_pid_at(other, f"{mp.master_pid}\n")
         off = mp.log_offset()
         for name in ("stop", "quit", "reopen", "reload"):
             done = ngxlab("signal", name, "--prefix", other)
             assert done.returncode == 1, (name, done.stderr)
             (line,) = done.stderr.splitlines()
-            assert "[error]" in line and f"PID {mp.pid} in" in line
+            assert "[error]" in line and f"PID {mp.master_pid} in" in line
             assert f'is the master of "{mp.prefix}", not of "{other}"' in line
         # nothing reached the master; through its own prefix it answers
         time.sleep(0.2)

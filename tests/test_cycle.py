@@ -20,7 +20,8 @@ import pytest
 
 from _tools import proc_state as _state, wait_for as _wait
 from ngxlab.lab.census import census_master, children_of
-from ngxlab.lab.run import MasterProcess, _Proc
+from ngxlab.lab.proc import Proc as _Proc
+from ngxlab.lab.run import MasterProcess
 
 N = 4
 
@@ -139,10 +140,10 @@ class _Client(threading.Thread):
 @pytest.mark.timeout(30)
 def test_startup_has_nginx_topology():
     with MasterProcess(N) as mp:
-        slots = mp.slots()
+        slots = mp.slots
         assert sorted(slots) == list(range(N))
         assert all(_alive(p) for p in slots.values())
-        assert int(mp.pid_path.read_text()) == mp.pid
+        assert int(mp.pid_path.read_text()) == mp.master_pid
         _assert_topology(mp.census(), N, slots)
 
         # the same through the command line, as an operator would ask
@@ -151,8 +152,8 @@ def test_startup_has_nginx_topology():
         report = json.loads(done.stdout)
         counts = report["counts"]
         # the master's whole table, as the kernel lists it (the master is at rest)
-        assert counts["master"] == {"pid": mp.pid, "channel": 2 * N,
-                                    "total": len(os.listdir(f"/proc/{mp.pid}/fd"))}
+        assert counts["master"] == {"pid": mp.master_pid, "channel": 2 * N,
+                                    "total": len(os.listdir(f"/proc/{mp.master_pid}/fd"))}
         assert {w["slot"]: w["pid"] for w in counts["worker"]} == slots
         assert all(w["channel"] == N for w in counts["worker"])
         assert len(report["pairs"]) == N and report["slot_source"] == "given"
@@ -171,7 +172,7 @@ def test_startup_has_nginx_topology():
 @pytest.mark.timeout(30)
 def test_reload_starts_a_new_generation_in_new_slots():
     with MasterProcess(N) as mp:
-        old = mp.slots()
+        old = mp.slots
         # a client that connected before the reload and sends its request only
         # after the old workers were told to QUIT is still served by them
         held = socket.create_connection(("127.0.0.1", mp.port), timeout=5)
@@ -190,9 +191,9 @@ def test_reload_starts_a_new_generation_in_new_slots():
         assert old[int(m.group(1))] == int(m.group(2)) and m.group(3) == b"1"
         # the new generation takes slots N..2N-1 while the old one still runs,
         # then the old one gets QUIT and its slots are freed
-        _wait(lambda: sorted(mp.slots()) == list(range(N, 2 * N)), 10, "slots 4-7 only")
+        _wait(lambda: sorted(mp.slots) == list(range(N, 2 * N)), 10, "slots 4-7 only")
         c = mp.wait_mesh(N)
-        new = mp.slots()
+        new = mp.slots
         _assert_topology(c, N, new)
         assert not set(new.values()) & set(old.values())
         _wait(lambda: not any(_alive(p) for p in old.values()), 5, "old generation gone")
@@ -214,11 +215,11 @@ def test_reload_starts_a_new_generation_in_new_slots():
 @pytest.mark.timeout(30)
 def test_sigkill_of_a_worker_respawns_it_in_the_same_slot():
     with MasterProcess(N) as mp:
-        before = mp.slots()
+        before = mp.slots
         victim = mp.kill_worker(1)
-        _wait(lambda: mp.slots().get(1) not in (None, victim), 10, "slot 1 respawned")
+        _wait(lambda: mp.slots.get(1) not in (None, victim), 10, "slot 1 respawned")
         c = mp.wait_mesh(N)
-        after = mp.slots()
+        after = mp.slots
         assert after[1] != victim and not _alive(victim)
         assert {s: p for s, p in after.items() if s != 1} == \
                {s: p for s, p in before.items() if s != 1}
@@ -237,7 +238,7 @@ def test_sigkill_of_a_worker_respawns_it_in_the_same_slot():
 @pytest.mark.timeout(30)
 def test_reopen_reaches_every_worker_and_reopens_the_log():
     with MasterProcess(N) as mp:
-        workers = set(mp.slots().values())
+        workers = set(mp.slots.values())
         rotated = mp.log_path.with_name("error.log.1")
         os.rename(mp.log_path, rotated)
         done = mp.signal("reopen")
@@ -248,14 +249,14 @@ def test_reopen_reaches_every_worker_and_reopens_the_log():
             return {int(m) for m in re.findall(r"(\d+)#0: reopening logs", text)}
 
         # each process says so in the file it had open (the old one), then reopens
-        _wait(lambda: reopened(rotated) >= workers | {mp.pid}, 5, "REOPEN in every worker")
+        _wait(lambda: reopened(rotated) >= workers | {mp.master_pid}, 5, "REOPEN in every worker")
         _wait(mp.log_path.exists, 5, "a new error.log")
         # the next lines of every process go to the new file
         assert mp.signal("reopen").returncode == 0
-        _wait(lambda: reopened(mp.log_path) >= workers | {mp.pid}, 5,
+        _wait(lambda: reopened(mp.log_path) >= workers | {mp.master_pid}, 5,
               "every process writes to the new error.log")
         assert "SIGUSR1" in mp.log_path.read_text()
-        assert set(mp.slots().values()) == workers      # nobody restarted
+        assert set(mp.slots.values()) == workers      # nobody restarted
 
 
 # -- shutdown -----------------------------------------------------------------
@@ -265,7 +266,7 @@ def test_reopen_reaches_every_worker_and_reopens_the_log():
 def test_quit_is_a_graceful_shutdown():
     mp = MasterProcess(N)
     with mp:
-        workers = set(mp.slots().values())
+        workers = set(mp.slots.values())
         assert mp.signal("quit").returncode == 0
         assert mp.wait_exit(10) == 0
         assert not mp.pid_path.exists()
@@ -273,7 +274,7 @@ def test_quit_is_a_graceful_shutdown():
         for pid in workers:
             assert f"worker process {pid} exited with code 0" in text
             assert not _alive(pid)
-        assert re.search(rf"{mp.pid}#0: exit$", text, re.M)
+        assert re.search(rf"{mp.master_pid}#0: exit$", text, re.M)
     assert mp.returncode == 0
 
 
@@ -284,7 +285,7 @@ def test_stop_kills_a_worker_that_ignores_terminate():
     # SIGALRM, the timer doubling from 50 ms, and sends SIGKILL when the timer
     # that fired is over 1000 ms: after 50+100+200+400+800+1600 = 3150 ms
     with MasterProcess(2) as mp:
-        slots = mp.slots()
+        slots = mp.slots
         os.kill(slots[0], signal.SIGSTOP)
         _wait(lambda: _state(slots[0]) == "T", 5, "worker stopped")
         t0 = time.monotonic()
@@ -313,8 +314,8 @@ def _listener_inode(c, port):
 def test_usr2_starts_a_new_master_on_the_same_socket_without_refusing():
     with MasterProcess(2, daemon=True) as mp:
         port = mp.port
-        old = mp.pid
-        old_workers = set(mp.slots().values())
+        old = mp.master_pid
+        old_workers = set(mp.slots.values())
         client = _Client(port)
         client.start()
         try:
@@ -332,7 +333,7 @@ def test_usr2_starts_a_new_master_on_the_same_socket_without_refusing():
             new_workers = _wait(lambda: _mesh(new, 3), 10, "the new master's mesh of 3")
             assert _alive(old) and all(_alive(p) for p in old_workers)
             # each master's table: the new one owns the plain names now
-            assert set(mp.slots().values()) == old_workers
+            assert set(mp.slots.values()) == old_workers
             assert mp.slots_path.with_name("ngxlab.slots.oldbin").exists()
             _wait(lambda: json.loads(mp.slots_path.read_text())["master"] == new, 5,
                   "the new master's table")
@@ -360,7 +361,7 @@ def test_usr2_starts_a_new_master_on_the_same_socket_without_refusing():
         assert set(client.answers) <= old_workers | new_workers
 
         mp.follow()
-        assert mp.pid == new
+        assert mp.master_pid == new
         assert mp.signal("quit").returncode == 0
         mp.wait_exit(10)
         assert not mp.pid_path.exists()
@@ -370,8 +371,8 @@ def test_usr2_starts_a_new_master_on_the_same_socket_without_refusing():
 @pytest.mark.timeout(40)
 def test_winch_then_hup_is_nginx_rollback():
     with MasterProcess(2, daemon=True) as mp:
-        old = mp.pid
-        old_workers = set(mp.slots().values())
+        old = mp.master_pid
+        old_workers = set(mp.slots.values())
         mp.send_signal(signal.SIGUSR2)
         new = _wait(lambda: (p := mp.read_pid()) not in (None, old) and p, 10, "new master")
         new_workers = _wait(lambda: _mesh(new, 2), 10, "the new master's mesh")
@@ -381,7 +382,7 @@ def test_winch_then_hup_is_nginx_rollback():
         mp.send_signal(signal.SIGWINCH)
         _wait(lambda: children_of(old) == [new], 10, "old workers gone")
         assert not any(_alive(p) for p in old_workers)
-        _wait(lambda: mp.slots() == {}, 5, "the old master's table empty")
+        _wait(lambda: mp.slots == {}, 5, "the old master's table empty")
         time.sleep(0.3)
         assert children_of(old) == [new] and _alive(old)
         assert not _lines(mp, rf"{old}#0: start worker process", off)
@@ -401,7 +402,7 @@ def test_winch_then_hup_is_nginx_rollback():
         with _frozen(new_workers):
             answer = mp.get()
         assert answer.pid in back and answer.generation == 1
-        _wait(lambda: set(mp.slots().values()) == back, 5, "the old master's table")
+        _wait(lambda: set(mp.slots.values()) == back, 5, "the old master's table")
 
         # the new master goes: the old one takes its pid file back
         os.kill(new, signal.SIGQUIT)
@@ -427,16 +428,16 @@ def test_usr2_and_winch_are_ignored_in_the_foreground():
     # started under takes itself for a new binary and ignores USR2; and
     # WINCH acts only on a daemon (ngx_daemonized)
     with MasterProcess(1) as mp:
-        workers = set(mp.slots().values())
+        workers = set(mp.slots.values())
         mp.send_signal(signal.SIGUSR2)
         mp.wait_log(r"\[crit\] \d+#0: the changing binary signal is ignored: you should "
                     r"shutdown or terminate before either old or new binary's process")
         assert _lines(mp, r"signal 12 \(SIGUSR2\) received from \d+, ignoring")
         mp.send_signal(signal.SIGWINCH)
-        mp.wait_log(rf"{mp.pid}#0: signal 28 \(SIGWINCH\) received from \d+$")
+        mp.wait_log(rf"{mp.master_pid}#0: signal 28 \(SIGWINCH\) received from \d+$")
         time.sleep(0.2)
-        assert not mp.oldpid_path.exists() and mp.read_pid() == mp.pid
-        assert set(children_of(mp.pid)) == workers and set(mp.slots().values()) == workers
+        assert not mp.oldpid_path.exists() and mp.read_pid() == mp.master_pid
+        assert set(children_of(mp.master_pid)) == workers and set(mp.slots.values()) == workers
         assert not _lines(mp, r"gracefully shutting down|start new binary")
 
 
@@ -447,25 +448,25 @@ def test_usr2_and_winch_are_ignored_in_the_foreground():
 @pytest.mark.timeout(30)
 def test_workers_exit_when_the_master_is_killed():
     with MasterProcess(2) as mp:
-        workers = list(mp.slots().values())
+        workers = list(mp.slots.values())
         mp.send_signal(signal.SIGKILL)
         assert mp.wait_exit(5) == -signal.SIGKILL
         t0 = time.monotonic()
         _wait(lambda: not any(_alive(p) for p in workers), 1.0, "workers gone within 1 s")
         assert time.monotonic() - t0 < 1.0
-        assert len(_lines(mp, rf"master process {mp.pid} exited, worker exiting")) == 2
+        assert len(_lines(mp, rf"master process {mp.master_pid} exited, worker exiting")) == 2
 
 
 @pytest.mark.timeout(30)
 def test_nginx_orphans_outlive_the_master():
     with MasterProcess(2, nginx_orphans=True) as mp:
-        workers = [_Proc.of(p) for p in mp.slots().values()]
+        workers = [_Proc.of(p) for p in mp.slots.values()]
         try:
             mp.send_signal(signal.SIGKILL)
             mp.wait_exit(5)
             time.sleep(1.0)
             assert all(w.alive() for w in workers)       # as nginx's workers do
-            assert all(_stat_ppid(w.pid) != mp.pid for w in workers)
+            assert all(_stat_ppid(w.pid) != mp.master_pid for w in workers)
         finally:
             for w in workers:
                 w.kill(signal.SIGKILL)
@@ -501,7 +502,7 @@ def test_exit_code_2_is_not_respawned():
 
     with Master(1) as m:
         wait_mesh(m)
-        survivor = m.pid(0)
+        survivor = m.slots[0]
         pid = process.ngx_spawn_process(m.cycle, _exit_2, None, "worker process",
                                         process.NGX_PROCESS_RESPAWN)
         assert pid > 0 and process.ngx_process_slot == 1
@@ -515,7 +516,7 @@ def test_exit_code_2_is_not_respawned():
         live = pc.ngx_reap_children(m.cycle)
         assert live == 1                           # slot 0 lives on
         assert process.ngx_last_process == 1       # the last slot is freed
-        assert [w.slot for w in m.workers] == [0] and m.pid(0) == survivor
+        assert [w.slot for w in m.workers] == [0] and m.slots[0] == survivor
         text = "\n".join(m.log_lines())
         assert f"worker process {pid} exited with code 2" in text
         assert f"[alert] {os.getpid()}#0: worker process {pid} exited with fatal code 2 " \
@@ -527,44 +528,6 @@ def test_exit_code_2_is_not_respawned():
 # -- the channel traffic, message by message, beside a real nginx -------------
 
 ACTIONS = ("reopen", "kill_worker:1", "reload", "quit")
-
-
-def _trace_ngxlab(strace_bin: str, out, n: int) -> dict:
-    """Run ``ngxlab run`` under strace, perform ACTIONS as ``trace_nginx``
-    performs them on nginx (each time waiting until the master has settled),
-    and cut the decoded channel messages into the same phases."""
-    from ngxlab.lab.nginx import STRACE_SYSCALLS
-    from ngxlab.lab.trace import parse_trace
-
-    strace = [strace_bin, "-f", "-ttt", "-xx", "-s", "64", "-q", "--seccomp-bpf",
-              "-e", "trace=" + ",".join(STRACE_SYSCALLS), "-o", str(out), "--"]
-    cuts = [("startup", None)]
-    with MasterProcess(n, command_prefix=strace) as mp:
-        for action in ACTIONS:
-            time.sleep(0.05)     # let the last CLOSE_CHANNEL of a reap pass be written
-            cuts.append((action, time.time()))
-            if action == "reopen":
-                off = mp.log_offset()
-                assert mp.signal("reopen").returncode == 0
-                mp.wait_log(r"#\d+: reopening logs$", count=n + 1, since=off)
-            elif action == "kill_worker:1":
-                victim = mp.kill_worker(1)
-                _wait(lambda: mp.slots().get(1) not in (None, victim), 10, "respawn")
-                mp.wait_mesh(n)
-            elif action == "reload":
-                assert mp.signal("reload").returncode == 0
-                _wait(lambda: sorted(mp.slots()) == list(range(n, 2 * n)), 10, "new slots")
-                mp.wait_mesh(n)
-            elif action == "quit":
-                assert mp.signal("quit").returncode == 0
-                mp.wait_exit(10)     # strace's child, not ours: no status here
-    trace = parse_trace(out.read_text())
-    assert trace.epoch
-    phases = {}
-    for i, (phase, t0) in enumerate(cuts):
-        t1 = cuts[i + 1][1] if i + 1 < len(cuts) else None
-        phases[phase] = trace.window(t0, t1).messages
-    return phases
 
 
 def _check_phases(seq: dict, n: int, who: str) -> None:
@@ -594,11 +557,13 @@ def _check_phases(seq: dict, n: int, who: str) -> None:
 @pytest.mark.expected_alerts(r"\[alert\] \d+#0: worker process \d+ exited on signal 9$")
 @pytest.mark.timeout(90)
 def test_channel_messages_match_nginx(nginx_bin, strace_bin, tmp_path):
-    from ngxlab.lab.trace import diff_sequences, sequence, trace_nginx
+    from ngxlab.lab.nginx import Nginx
+    from ngxlab.lab.trace import diff_sequences, trace_run
 
     n = N
-    ours = {k: sequence(v) for k, v in _trace_ngxlab(strace_bin, tmp_path / "strace.txt", n).items()}
-    run = trace_nginx(n, actions=ACTIONS, binary=nginx_bin)
+    lab = trace_run(MasterProcess(n), ACTIONS)
+    ours = {k: lab.sequence(k) for k in lab.phases}
+    run = trace_run(Nginx(n, binary=nginx_bin), ACTIONS)
     theirs = {k: run.sequence(k) for k in ours}
     _check_phases(theirs, n, f"nginx {run.version}")
     _check_phases(ours, n, "ngxlab")
@@ -646,7 +611,7 @@ def test_master_process_leaves_nothing_behind(daemon):
 
     mp = MasterProcess(2, daemon=daemon)
     mp.start()
-    procs = [_Proc.of(mp.pid)] + [_Proc.of(p) for p in mp.slots().values()]
+    procs = [_Proc.of(mp.master_pid)] + [_Proc.of(p) for p in mp.slots.values()]
     prefix = mp.prefix
     assert all(p is not None and p.alive() for p in procs)
     del mp
@@ -662,11 +627,11 @@ def test_master_process_stops_both_masters_of_an_upgrade():
     # workers that outlive their master (nginx's way) must still be found and stopped
     mp = MasterProcess(2, daemon=True, nginx_orphans=True)
     with mp:
-        old = mp.pid
+        old = mp.master_pid
         mp.send_signal(signal.SIGUSR2)
         new = _wait(lambda: (p := mp.read_pid()) not in (None, old) and p, 10, "new master")
         new_workers = _wait(lambda: _mesh(new, 2), 10, "the new master's mesh")
-        procs = [_Proc.of(p) for p in (old, new, *mp.slots().values(), *new_workers)]
+        procs = [_Proc.of(p) for p in (old, new, *mp.slots.values(), *new_workers)]
         assert len(procs) == 6 and None not in procs
     # stop() without follow(): both masters got QUIT, newest first
     assert not any(p.alive() for p in procs)
@@ -680,7 +645,7 @@ def test_a_foreground_master_dies_with_its_parent(tmp_path):
     script = ("import os, sys\n"
               "from ngxlab.lab.run import MasterProcess\n"
               "m = MasterProcess(2, prefix=sys.argv[1]).start()\n"
-              "print(m.pid, *m.slots().values(), flush=True)\n"
+              "print(m.master_pid, *m.slots.values(), flush=True)\n"
               "os._exit(0)\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
@@ -702,7 +667,7 @@ def test_a_daemon_master_is_stopped_when_its_starter_is_killed(tmp_path):
     script = ("import sys, time\n"
               "from ngxlab.lab.run import MasterProcess\n"
               "m = MasterProcess(2, prefix=sys.argv[1], daemon=True).start()\n"
-              "print(m.pid, *m.slots().values(), flush=True)\n"
+              "print(m.master_pid, *m.slots.values(), flush=True)\n"
               "time.sleep(60)\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     starter = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],

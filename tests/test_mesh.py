@@ -129,10 +129,11 @@ def test_received_descriptor_lands_on_a_freed_number():
 def test_respawn_same_slot_and_every_table_follows():
     with Master(workers=4, report=True) as m:
         m.wait_mesh()
-        old = m.pid(1)
-        new = m.kill(1)
+        old = m.slots[1]
+        assert m.kill_worker(1) == old
+        new = m.slots[1]
         assert new and new != old
-        assert m.pid(1) == new
+        assert m.slots[1] == new
         c = m.wait_mesh()
         assert c.slots[1] == new
         # each survivor read CLOSE_CHANNEL for slot 1, then OPEN_CHANNEL
@@ -158,7 +159,7 @@ def test_respawn_same_slot_and_every_table_follows():
 def test_reopen_reaches_every_worker():
     with Master(workers=3) as m:
         m.wait_mesh()
-        m.reopen()
+        m.signal("reopen")
         pids = {w.pid for w in m.workers}
         wait_until(lambda: {int(line.split()[3].split("#")[0])
                             for line in m.log_lines()
@@ -169,7 +170,7 @@ def test_reopen_reaches_every_worker():
 def test_quit_over_the_channel():
     with Master(workers=3) as m:
         m.wait_mesh()
-        m.quit()
+        m.signal("quit")
         assert m.workers == []
         assert sum("exited with code 0" in line for line in m.log_lines()) == 3
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ngxlab.lab.census import process_start_time
+from ngxlab.lab.proc import start_time as process_start_time
 from ngxlab.lab.nginx import Nginx, NginxError, NginxNotFound, find_nginx
 
 pytestmark = pytest.mark.nginx
@@ -43,7 +43,7 @@ def test_start_serve_stop(nginx_bin):
         pids = [ngx.master_pid, *ngx.worker_pids]
         assert len(ngx.worker_pids) == 2 and all(_alive(p) for p in pids)
         assert ngx.get() == (200, b"ok\n")
-        assert ngx.prefix.is_dir() and ngx.error_log_path.is_file()
+        assert ngx.prefix.is_dir() and ngx.log_path.is_file()
         assert int(ngx.pid_path.read_text()) == ngx.master_pid
         conf = ngx.conf_path.read_text()
         assert f"listen 127.0.0.1:{ngx.port};" in conf
@@ -69,7 +69,7 @@ def test_kill_worker_is_respawned_into_the_same_slot(nginx_bin):
         assert sorted(before) == [0, 1, 2, 3]
         killed = ngx.kill_worker(1)
         assert killed == before[1]
-        c = ngx.wait_workers(4, timeout=10)
+        c = ngx.wait_mesh(4, timeout=10)
         after = ngx.slots
         assert after[1] != killed and not _alive(killed)
         assert {s: p for s, p in after.items() if s != 1} == {s: p for s, p in before.items() if s != 1}
@@ -83,7 +83,7 @@ def test_reload_settles_on_a_new_generation(nginx_bin):
     with Nginx(workers=4, binary=nginx_bin) as ngx:
         old = set(ngx.worker_pids)
         ngx.signal("reload")
-        c = ngx.wait_workers(4, timeout=10)
+        c = ngx.wait_mesh(4, timeout=10)
         assert set(c.worker_pids).isdisjoint(old)
         assert len(c.workers) == 4 and c.master.channel_fds == 8
         assert all(w.channel_fds == 4 for w in c.workers)
@@ -91,10 +91,10 @@ def test_reload_settles_on_a_new_generation(nginx_bin):
         assert _all_gone(old, 1)
         # a second reload finds slots 0-3 free again
         ngx.signal("reload")
-        c = ngx.wait_workers(4, timeout=10)
+        c = ngx.wait_mesh(4, timeout=10)
         assert sorted(c.slots) == [0, 1, 2, 3]
         ngx.signal("reopen")
-        assert ngx.wait_workers(4, timeout=5).worker_pids == c.worker_pids
+        assert ngx.wait_mesh(4, timeout=5).worker_pids == c.worker_pids
 
 
 @pytest.mark.timeout(60)
@@ -140,7 +140,7 @@ def test_signals_by_name_and_number(nginx_bin):
         with pytest.raises(KeyError):
             ngx.kill_worker(5)
         off = ngx.log_offset()
-        ngx.signal_raw(signal.SIGUSR1)
+        ngx.send_signal(signal.SIGUSR1)
         ngx.wait_log(r"reopening logs$", count=2, since=off)
         ngx.signal("quit")
         ngx.wait_exit(5)

@@ -1,4 +1,4 @@
-"""ngxlab.lab.scaling: behaviour, not timing.
+"""ngxlab.lab.timing, descriptors and side_by_side: behaviour, not speed.
 
 Quick runs with few workers check the structure of what the scaling
 measurements return (every N present for every system, positive times in
@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 
-from ngxlab.lab import scaling
+from ngxlab.lab import descriptors, figures, side_by_side, timing
+from ngxlab.lab.nginx import nginx_available
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,11 +55,11 @@ def _assert_all_gone(runs) -> None:
 
 def test_formulas():
     for n in range(1, 40):
-        assert scaling.mesh_total(n) == n * n + 2 * n == 2 * n + n * n
-        per = [scaling.without_closing_worker(n, k) for k in range(n)]
+        assert descriptors.mesh_total(n) == n * n + 2 * n == 2 * n + n * n
+        per = [descriptors.without_closing_worker(n, k) for k in range(n)]
         assert per == [n + k + 1 for k in range(n)]
-        assert scaling.without_closing_total(n) == 2 * n + sum(per) == (3 * n * n + 5 * n) // 2
-    assert scaling.mesh_total(32) == 1088 and scaling.without_closing_total(32) == 1616
+        assert descriptors.without_closing_total(n) == 2 * n + sum(per) == (3 * n * n + 5 * n) // 2
+    assert descriptors.mesh_total(32) == 1088 and descriptors.without_closing_total(32) == 1616
 
 
 # -- start-up to the full mesh, and QUIT ----------------------------------------------
@@ -66,7 +68,7 @@ def test_formulas():
 @pytest.fixture(scope="module")
 def startup(nginx_bin):
     """One quick interleaved run: N = 1 and 3, two repeats, QUITs timed."""
-    return scaling.startup_to_mesh((1, 3), 2, quick=True, nginx_binary=nginx_bin,
+    return timing.startup_to_mesh((1, 3), 2, quick=True, nginx_binary=nginx_bin,
                                    measure_quit=True)
 
 
@@ -93,8 +95,10 @@ def test_startup_structure(startup):
                     assert 0 < x.quit_workers_ms <= x.quit_master_ms
         s = r.samples("ngxlab", n)
         assert s.reference == "nginx" and len(s.values) == len(s.reference_values) == 2
-        assert r.ratio(n) == s.median / s.reference_median == \
-            r.median("ngxlab", n) / r.median("nginx", n)
+        assert r.ratio(n) == pytest.approx(statistics.median(r.values("ngxlab", n))
+                                           / statistics.median(r.values("nginx", n)))
+        after = r.after_first_fork("ngxlab", n)
+        assert len(after) == 2 and all(x >= 0 for x in after)
     # interleaved: every (N, repeat) has one run of each system, and the first alternates
     firsts = []
     for rep in range(2):
@@ -110,8 +114,13 @@ def test_startup_structure(startup):
                              "python -m ngxlab --version", "nginx -v"}
     for smp in r.python.values():
         assert smp.values and all(v > 0 for v in smp.values)
-    imp = r.import_ms()
-    assert r.ratio_without_python(3) == (r.median("ngxlab", 3) - imp) / r.median("nginx", 3)
+    # from the first fork on: the same runs, both sides, never below zero
+    assert r.ratio_after_first_fork(3) == pytest.approx(
+        statistics.median([x.mesh_ms - x.first_worker_ms for x in r.runs
+                           if x.system == "ngxlab" and x.n == 3])
+        / statistics.median([x.mesh_ms - x.first_worker_ms for x in r.runs
+                             if x.system == "nginx" and x.n == 3]))
+    assert r.ratio_after_first_fork(3) > 0
     rows = r.ratios()
     assert [row["measure"] for row in rows][:2] == ["start-up to full mesh, N=1",
                                                      "start-up to full mesh, N=3"]
@@ -122,18 +131,19 @@ def test_startup_structure(startup):
 
 
 def test_quit_reuses_the_startup_runs(startup):
-    q = scaling.quit_to_exit(reuse=startup)
+    q = timing.quit_to_exit(reuse=startup)
     for n in q.ns:
         for s in ("ngxlab", "nginx"):
             smp = q.samples(s, n)
             assert len(smp.values) == 2 and all(v > 0 for v in smp.values)
-        assert q.ratio(n) == q.median("ngxlab", n) / q.median("nginx", n)
+        assert q.ratio(n) == pytest.approx(statistics.median(q.samples("ngxlab", n).values)
+                                           / statistics.median(q.samples("nginx", n).values))
     assert len(q.ratios()) == 2 * len(q.ns)
     json.dumps(q.to_dict())
 
 
 def test_quit_to_exit_alone(nginx_bin):
-    q = scaling.quit_to_exit((2,), 1, nginx_binary=nginx_bin)
+    q = timing.quit_to_exit((2,), 1, nginx_binary=nginx_bin)
     assert {(x.system, x.n) for x in q.runs} == {("ngxlab", 2), ("nginx", 2)}
     for x in q.runs:
         assert 0 < x.quit_workers_ms <= x.quit_master_ms
@@ -141,9 +151,9 @@ def test_quit_to_exit_alone(nginx_bin):
 
 
 def test_calibration_is_what_the_census_says(nginx_bin):
-    ngx = scaling.calibrate("nginx", binary=nginx_bin)
-    lab = scaling.calibrate("ngxlab")
-    inproc = scaling.calibrate("inprocess")
+    ngx = timing.calibrate("nginx", binary=nginx_bin)
+    lab = timing.calibrate("ngxlab")
+    inproc = timing.calibrate("inprocess")
     assert ngx.master_other == lab.master_other          # log, listening socket, stdio
     assert inproc.master_other is None
     for cal in (ngx, lab, inproc):
@@ -153,14 +163,14 @@ def test_calibration_is_what_the_census_says(nginx_bin):
     # pidfd that watches the master, against nginx's eventfd
     assert lab.worker_other == ngx.worker_other + 2
     with pytest.raises(ValueError):
-        scaling.calibrate("apache")
+        timing.calibrate("apache")
 
 
 # -- descriptors against N ------------------------------------------------------------
 
 
 def test_descriptors_equal_the_formulas(nginx_bin):
-    d = scaling.descriptors_vs_n((1, 2, 5), nginx_binary=nginx_bin)
+    d = descriptors.descriptors_vs_n((1, 2, 5), nginx_binary=nginx_bin)
     assert d.nginx_skipped is None
     assert d.systems() == ["nginx", "ngxlab", "ngxlab, no closing"]
     for n in (1, 2, 5):
@@ -168,12 +178,12 @@ def test_descriptors_equal_the_formulas(nginx_bin):
             c = d.get(system, n)
             assert c.master_channel == 2 * n
             assert c.worker_channel == [n] * n
-            assert c.channel_total == n * n + 2 * n == scaling.mesh_total(n)
+            assert c.channel_total == n * n + 2 * n == descriptors.mesh_total(n)
             assert c.pairs == n and c.matches_formula
         c = d.get("ngxlab, no closing", n)
         assert c.master_channel == 2 * n
         assert c.worker_channel == [n + k + 1 for k in range(n)]
-        assert c.channel_total == scaling.without_closing_total(n) == (3 * n * n + 5 * n) // 2
+        assert c.channel_total == descriptors.without_closing_total(n) == (3 * n * n + 5 * n) // 2
         assert c.matches_formula
     # the same totals per role in nginx and ngxlab's masters
     assert [d.get("nginx", n).master_total for n in (1, 2, 5)] == \
@@ -186,30 +196,30 @@ def test_descriptors_equal_the_formulas(nginx_bin):
 
 
 def test_nginx_missing_is_reported_as_skipped():
-    path, why = scaling.nginx_available(MISSING)
+    path, why = nginx_available(MISSING)
     assert path is None and why
-    r = scaling.startup_to_mesh((1,), 1, nginx_binary=MISSING, inprocess=False, python=False)
+    r = timing.startup_to_mesh((1,), 1, nginx_binary=MISSING, inprocess=False, python=False)
     assert r.nginx_skipped == why
     assert r.systems() == ["ngxlab"]
     assert not any(x.system == "nginx" for x in r.runs)
-    assert r.ratio(1) is None and r.ratio_without_python(1) is None
+    assert r.ratio(1) is None and r.ratio_after_first_fork(1) is None
     assert r.samples("nginx", 1).skipped == why
     assert r.samples("ngxlab", 1).ratio is None          # never a ratio against nothing
     assert "skipped" in r.table()
-    scaling.plot_startup(r)                                # draws the reason instead
-    d = scaling.descriptors_vs_n((2,), nginx_binary=MISSING)
+    figures.plot_startup(r)                                # draws the reason instead
+    d = descriptors.descriptors_vs_n((2,), nginx_binary=MISSING)
     assert d.nginx_skipped == why and d.get("nginx", 2) is None
     assert d.get("ngxlab", 2).matches_formula
-    r2 = scaling.startup_to_mesh((1,), 1, nginx=False, inprocess=False, python=False)
+    r2 = timing.startup_to_mesh((1,), 1, nginx=False, inprocess=False, python=False)
     assert "nginx=False" in r2.nginx_skipped
     _assert_all_gone(r.runs)
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError):
-        scaling.startup_to_mesh((0,), 1)
+        timing.startup_to_mesh((0,), 1)
     with pytest.raises(ValueError):
-        scaling.quit_to_exit(reuse=scaling.startup_to_mesh((1,), 1, nginx=False,
+        timing.quit_to_exit(reuse=timing.startup_to_mesh((1,), 1, nginx=False,
                                                            inprocess=True, python=False))
 
 
@@ -223,41 +233,25 @@ def matplotlib_fonts(startup):
     process-wide cache, for the life of the process (a cache, not a leak)."""
     import io
 
-    counts = [scaling.DescriptorCount(system=s, n=1, master_channel=2, master_total=7,
+    counts = [descriptors.DescriptorCount(system=s, n=1, master_channel=2, master_total=7,
                                       worker_channel=[1], worker_total=[8], channel_total=3,
                                       pairs=1) for s in ("nginx", "ngxlab")]
-    desc = scaling.DescriptorsResult(ns=(1,), counts=counts, nginx_skipped=None,
+    desc = descriptors.DescriptorsResult(ns=(1,), counts=counts, nginx_skipped=None,
                                      machine=startup.machine)
-    for fig in (scaling.plot_startup(startup),
-                scaling.plot_quit(scaling.quit_to_exit(reuse=startup)),
-                scaling.plot_descriptors(desc)):
+    for fig in (figures.plot_startup(startup),
+                figures.plot_quit(timing.quit_to_exit(reuse=startup)),
+                figures.plot_descriptors(desc)):
         fig.savefig(io.BytesIO(), format="png")
-
-
-def test_run_sections_writes_json_and_figures(tmp_path, nginx_bin, capsys, matplotlib_fonts):
-    out = scaling.run_sections(tmp_path, quick=True, progress=False, ns=(1, 2))
-    for name in ("scaling.json", "startup_to_mesh.png", "quit_to_exit.png",
-                 "descriptors_vs_n.png"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    data = json.loads((tmp_path / "scaling.json").read_text())
-    assert data["figures"] == out["figures"] and data["quick"] is True
-    assert data["descriptors_vs_n"]["counts"]
-    assert all(c["matches_formula"] for c in data["descriptors_vs_n"]["counts"])
-    for row in data["ratios"]:
-        if row["ratio"] is not None and row["subject"] == "ngxlab":
-            assert row["ratio"] == pytest.approx(row["subject_median"] / row["reference_median"])
-    text = capsys.readouterr().out
-    assert "ngxlab scaling on" in text and "start-up to full mesh" in text
 
 
 # -- results as JSON, and the recordings shipped with the book -----------------------------
 
 
 def test_results_survive_json(startup):
-    again = scaling.StartupResult.from_dict(json.loads(json.dumps(startup.to_dict())))
+    again = timing.StartupResult.from_dict(json.loads(json.dumps(startup.to_dict())))
     assert again.table() == startup.table() and again.ratios() == startup.ratios()
-    q = scaling.quit_to_exit(reuse=startup)
-    assert scaling.QuitResult.from_dict(json.loads(json.dumps(q.to_dict()))).table() == q.table()
+    q = timing.quit_to_exit(reuse=startup)
+    assert timing.QuitResult.from_dict(json.loads(json.dumps(q.to_dict()))).table() == q.table()
 
 
 def _recorded(name: str) -> dict:
@@ -268,8 +262,8 @@ def _recorded(name: str) -> dict:
 def test_recorded_mesh_is_a_labelled_real_run():
     rec = _recorded("recorded_mesh.json")
     assert rec["date"] and rec["nginx"] and rec["machine"] and "record_mesh" in rec["what"]
-    startup = scaling.StartupResult.from_dict(rec["startup_to_mesh"])
-    desc = scaling.DescriptorsResult.from_dict(rec["descriptors_vs_n"])
+    startup = timing.StartupResult.from_dict(rec["startup_to_mesh"])
+    desc = descriptors.DescriptorsResult.from_dict(rec["descriptors_vs_n"])
     assert startup.nginx_skipped is None and startup.nginx_version == rec["nginx"]
     assert startup.all_confirmed and desc.all_match
     for n in startup.ns:
@@ -280,7 +274,7 @@ def test_recorded_mesh_is_a_labelled_real_run():
 def test_recorded_side_by_side_is_a_labelled_real_run():
     rec = _recorded("recorded_side_by_side.json")
     assert rec["date"] and rec["nginx"] and rec["machine"]
-    sbs = scaling.SideBySide.from_dict(rec["side_by_side"])
+    sbs = side_by_side.SideBySide.from_dict(rec["side_by_side"])
     n = sbs.n
     assert sbs.counts("nginx", "startup") == {"OPEN_CHANNEL": n * (n - 1) // 2}
     for phase in ("startup", "reopen", "kill_worker:1"):
@@ -294,7 +288,7 @@ def test_recorded_side_by_side_is_a_labelled_real_run():
 
 def test_side_by_side_live(nginx_bin, strace_bin):
     n = 3
-    sbs = scaling.side_by_side(n, nginx_binary=nginx_bin)
+    sbs = side_by_side.side_by_side(n, nginx_binary=nginx_bin)
     a, b = sbs.census["nginx"], sbs.census["ngxlab"]
     assert [c[:3] for c in a.counts()] == [c[:3] for c in b.counts()]   # role, slot, channels
     assert a.counts()[0][2] == 2 * n and all(c[2] == n for c in a.counts()[1:])
@@ -302,7 +296,7 @@ def test_side_by_side_live(nginx_bin, strace_bin):
         for p in view.processes:
             whats = [what.replace("/dev/null", "") for _fd, _k, _l, what in p["fds"]]
             assert not any("/" in what for what in whats), p
-    assert sbs.phases == ["startup", *scaling.SIDE_BY_SIDE_ACTIONS]
+    assert sbs.phases == ["startup", *side_by_side.SIDE_BY_SIDE_ACTIONS]
     for phase in ("startup", "reopen", "kill_worker:1"):
         assert sbs.diff(phase) == [], phase
     for phase in ("reload", "quit"):
@@ -311,5 +305,5 @@ def test_side_by_side_live(nginx_bin, strace_bin):
         closes = sbs.counts(system, "reload").get("CLOSE_CHANNEL", 0)
         assert n * n <= closes <= n * n + n * (n - 1) // 2, (system, closes)
         assert sbs.counts(system, "reload")["OPEN_CHANNEL"] == n * n + n * (n - 1) // 2
-    again = scaling.SideBySide.from_dict(json.loads(json.dumps(sbs.to_dict())))
+    again = side_by_side.SideBySide.from_dict(json.loads(json.dumps(sbs.to_dict())))
     assert again.diff("reload") == sbs.diff("reload")

@@ -9,7 +9,8 @@ import pytest
 
 from ngxlab.lab.trace import (CHANNEL_FORMAT, CHANNEL_SIZE, ChannelMessage, SeqItem, count_commands,
                               diff_sequences, parse_strace, parse_syscalls, parse_trace,
-                              record_channel, sequence, trace_nginx)
+                              record_channel, sequence, trace_run)
+from ngxlab.lab.nginx import Nginx
 
 
 def _iov(command: int, pid: int, slot: int, fd: int) -> str:
@@ -163,7 +164,7 @@ def test_sequence_and_diff():
 @pytest.mark.timeout(60)
 def test_trace_of_a_real_nginx(nginx_bin, strace_bin):
     n = 4
-    run = trace_nginx(n, ("reopen", "kill_worker:1", "reload", "quit"), binary=nginx_bin)
+    run = trace_run(Nginx(n, binary=nginx_bin), ("reopen", "kill_worker:1", "reload", "quit"))
     assert list(run.phases) == ["startup", "reopen", "kill_worker:1", "reload", "quit"]
     trace = run.trace
     (master,) = trace.masters
@@ -227,6 +228,6 @@ def test_ngxlab_startup_matches_nginx(nginx_bin, strace_bin):
         with Master(workers=n) as m:
             m.wait_mesh()
     ours = sequence(sent, commands=("OPEN_CHANNEL",))
-    theirs = trace_nginx(n, ("quit",), binary=nginx_bin).sequence("startup")
+    theirs = trace_run(Nginx(n, binary=nginx_bin), ("quit",)).sequence("startup")
     assert diff_sequences(ours, theirs, names=("ngxlab", "nginx")) == []
     assert all(msg.sender == sent[0].sender for msg in sent)

@@ -2,6 +2,9 @@
 
 Pythonic, keyword arguments, exceptions instead of return codes:
 
+- ``Master``, ``MasterProcess``, ``Nginx``: three runners with one
+  vocabulary (``slots``, ``workers``, ``master_pid``, ``wait_mesh``,
+  ``kill_worker``, ``signal``, ``census``, ``stop``) — ``ngxlab.lab.runner``
 - ``Master``: be nginx's master in this process (spawn workers, look at the
   mesh, send commands, tear down) — ``ngxlab.lab.master``
 - ``MasterProcess``: run ``ngxlab run`` as its own process and poke it like
@@ -11,22 +14,23 @@ Pythonic, keyword arguments, exceptions instead of return codes:
 - ``census``, ``census_master``: every descriptor of a set of processes,
   channel pairs matched and labelled by slot — ``ngxlab.lab.census``
 - ``Nginx``: a real nginx in a temporary prefix — ``ngxlab.lab.nginx``
-- ``parse_strace``, ``ChannelMessage``: channel traffic as events —
-  ``ngxlab.lab.trace``
+- ``parse_strace``, ``ChannelMessage``, ``trace_run``: channel traffic as
+  events, from nginx or ngxlab under strace — ``ngxlab.lab.trace``
 - ``bench``: what a message costs — ``ngxlab.lab.bench``
 """
 
 import importlib
 
 _exports = {
-    "Master": "master", "Worker": "master", "MasterError": "master",
+    "Runner": "runner", "Worker": "runner", "RunnerError": "runner",
+    "Master": "master", "MasterError": "master",
     "MasterProcess": "run", "MasterProcessError": "run",
     "run_in_child": "fork", "forked": "fork", "ChildError": "fork",
     "census": "census", "census_master": "census", "Census": "census",
     "CensusError": "census",
     "Nginx": "nginx", "NginxError": "nginx", "NginxNotFound": "nginx",
     "parse_strace": "trace", "parse_trace": "trace", "ChannelMessage": "trace",
-    "sequence": "trace", "diff_sequences": "trace", "trace_nginx": "trace",
+    "sequence": "trace", "diff_sequences": "trace", "trace_run": "trace",
     "record_channel": "trace",
 }
 

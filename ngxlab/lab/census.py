@@ -14,7 +14,8 @@ pairs nginx builds in ``ngx_spawn_process``:
   once the OPEN_CHANNEL messages have arrived, by every other child.
 
 Slots.  ngxlab's own master knows its process table and passes it as
-``slots={pid: slot}``.  For a real nginx the table is inside the master, so
+``slots={slot: pid}`` (the one orientation of ``slots`` everywhere in
+``ngxlab.lab``).  For a real nginx the table is inside the master, so
 the census infers it: workers are numbered in spawn order (start time, field
 22 of ``/proc/<pid>/stat``, then pid).  That is exact right after startup, and
 while a reload's two generations are both alive; it is *not* what nginx does
@@ -40,11 +41,12 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Iterable, Mapping
 
+from ngxlab.lab import proc
 from ngxlab.lab._netlink import UnixSocketInfo, unix_sockets
 
 __all__ = [
     "Census", "CensusError", "CensusPermissionError", "ChannelPair", "Fd",
-    "ProcessCensus", "census", "census_master", "children_of", "process_start_time",
+    "ProcessCensus", "census", "census_master", "children_of",
 ]
 
 
@@ -300,88 +302,39 @@ class Census:
         return json.dumps(self.as_dict(), indent=indent)
 
 
-# -- /proc readers -----------------------------------------------------------
+# -- /proc readers (ngxlab.lab.proc), with the census's errors ----------------
 
 
-def _read_stat(pid: int) -> tuple[str, int, int]:
-    """(state, ppid, starttime) from /proc/<pid>/stat."""
+def _read_stat(pid: int) -> proc.Stat:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise CensusError(pid, "no such process") from None
+        st = proc.stat(pid)
     except PermissionError:
         raise CensusPermissionError(pid, "permission denied reading /proc/<pid>/stat") from None
-    except ProcessLookupError:
-        raise CensusError(pid, "no such process") from None
-    rest = data[data.rfind(b")") + 2:].split()
-    return rest[0].decode(), int(rest[1]), int(rest[19])
-
-
-def process_start_time(pid: int) -> int:
-    """Start time of a process in clock ticks after boot (``/proc/<pid>/stat`` field 22).
-
-    Raises :class:`CensusError` when the process does not exist."""
-    return _read_stat(pid)[2]
+    if st is None:
+        raise CensusError(pid, "no such process")
+    return st
 
 
 def _process_name(pid: int) -> str:
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-        name = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        if name:
-            return name
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().decode("utf-8", "replace").strip()
-    except (FileNotFoundError, ProcessLookupError):
-        raise CensusError(pid, "vanished during the census") from None
+        name = proc.cmdline(pid)
     except PermissionError:
         return "?"
+    if name is None:
+        raise CensusError(pid, "vanished during the census")
+    return name or proc.comm(pid)
 
 
 def children_of(pid: int) -> list[int]:
-    """Live (non-zombie) children of ``pid``.
-
-    Uses ``/proc/<pid>/task/*/children`` where the kernel provides it
-    (CONFIG_PROC_CHILDREN), else scans the ppid of every process in /proc."""
-    kids: list[int] = []
-    task_dir = f"/proc/{pid}/task"
+    """Live (non-zombie) children of ``pid``, in pid order. Raises
+    :class:`CensusError` when ``pid`` does not exist."""
     try:
-        tids = os.listdir(task_dir)
-    except FileNotFoundError:
-        raise CensusError(pid, "no such process") from None
+        kids = proc.children(pid)
     except PermissionError:
         raise CensusPermissionError(pid, "permission denied listing its tasks") from None
-    found_children_file = False
-    for tid in tids:
-        try:
-            with open(f"{task_dir}/{tid}/children") as f:
-                kids.extend(int(x) for x in f.read().split())
-            found_children_file = True
-        except FileNotFoundError:
-            continue
-    if not found_children_file:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            rest = data[data.rfind(b")") + 2:].split()
-            if len(rest) > 1 and int(rest[1]) == pid:
-                kids.append(int(entry))
-    live = []
-    for k in sorted(set(kids)):
-        try:
-            state, _ppid, _start = _read_stat(k)
-        except CensusError:
-            continue
-        if state not in ("Z", "X"):
-            live.append(k)
-    return live
+    if kids is None:
+        raise CensusError(pid, "no such process")
+    return kids
 
 
 _ANON_KINDS = {"eventpoll": "eventpoll", "pidfd": "pidfd", "eventfd": "eventfd",
@@ -395,22 +348,6 @@ def _bracket_inode(target: str) -> int | None:
         except ValueError:
             return None
     return None
-
-
-def _epoll_targets(pid: int, fd: int) -> tuple[int, ...]:
-    try:
-        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return ()
-    out = []
-    for line in lines:
-        if line.startswith("tfd:"):
-            try:
-                out.append(int(line.split()[1]))
-            except (IndexError, ValueError):
-                pass
-    return tuple(sorted(out))
 
 
 def _hex_ipv4(h: str) -> str:
@@ -498,7 +435,7 @@ def _classify(pid: int, fd: int, target: str, unix: Mapping[int, UnixSocketInfo]
     if target.startswith("anon_inode:"):
         name = target[len("anon_inode:"):].strip("[]")
         kind = _ANON_KINDS.get(name, "anon_inode")
-        targets = _epoll_targets(pid, fd) if kind == "eventpoll" else ()
+        targets = (proc.epoll_set(pid, fd) or ()) if kind == "eventpoll" else ()
         return Fd(fd, kind, target, None, name, epoll_targets=targets)
     if target == "/dev/null":
         return Fd(fd, "devnull", target, None, target)
@@ -574,8 +511,8 @@ def census(pids: Iterable[int], *, slots: Mapping[int, int] | None = None,
     """Take the descriptor census of ``pids``.
 
     ``master`` is the process whose socketpairs are the channels; by default
-    the pid of the set that is the parent of the most others.  ``slots`` maps
-    worker pids to their slot in the master's process table; without it slots
+    the pid of the set that is the parent of the most others.  ``slots`` is
+    the master's process table, ``{slot: worker pid}``; without it slots
     are inferred from spawn order.  ``channels`` maps a slot to the master's
     descriptor numbers ``(channel[0], channel[1])`` of its pair: when given
     (an ngxlab master knows its table), each pair's ends and owner come from
@@ -596,10 +533,10 @@ def census(pids: Iterable[int], *, slots: Mapping[int, int] | None = None,
 
     stats = {}
     for pid in pid_list:
-        state, ppid, start = _read_stat(pid)
-        if state in ("Z", "X"):
+        st = _read_stat(pid)
+        if st.state in ("Z", "X"):
             raise CensusError(pid, "is a zombie (it exited and was not reaped yet)")
-        stats[pid] = (ppid, start)
+        stats[pid] = (st.ppid, st.start)
 
     unix = unix_sockets()
     inet = _InetTable()
@@ -609,8 +546,7 @@ def census(pids: Iterable[int], *, slots: Mapping[int, int] | None = None,
         raws[pid] = _Raw(pid, stats[pid][0], stats[pid][1], _process_name(pid), fds)
     # a process that exited while we read the others would leave a half census
     for pid in pid_list:
-        state, _ppid, _start = _read_stat(pid)
-        if state in ("Z", "X"):
+        if _read_stat(pid).state in ("Z", "X"):
             raise CensusError(pid, "vanished during the census")
 
     if master is None:
@@ -621,8 +557,7 @@ def census(pids: Iterable[int], *, slots: Mapping[int, int] | None = None,
 def census_master(master_pid: int, *, slots: Mapping[int, int] | None = None,
                   channels: Mapping[int, tuple[int, int]] | None = None) -> Census:
     """Census of a master and its live children (workers, helpers, anything it forked)."""
-    state, _ppid, _start = _read_stat(master_pid)
-    if state in ("Z", "X"):
+    if _read_stat(master_pid).state in ("Z", "X"):
         raise CensusError(master_pid, "is a zombie (it exited and was not reaped yet)")
     kids = children_of(master_pid)
     last_error: CensusError | None = None
@@ -681,7 +616,8 @@ def _build(raws: dict[int, _Raw], master: int | None, slots: Mapping[int, int] |
     slot_source = None
     if worker_pids:
         if slots is not None:
-            slot_of = {p: int(slots[p]) for p in worker_pids if p in slots}
+            by_pid = {pid: int(slot) for slot, pid in slots.items()}
+            slot_of = {p: by_pid[p] for p in worker_pids if p in by_pid}
             slot_source = "given"
         else:
             order = sorted(set(worker_pids), key=lambda p: (raws[p].start, p))
@@ -730,7 +666,7 @@ def _from_table(fd_a: int, fd_b: int, channels: Mapping[int, tuple[int, int]] | 
         if {fd_a, fd_b} == {fd0, fd1}:
             owner = None
             if slots:
-                owner = next((pid for pid, s in slots.items() if s == slot), None)
+                owner = slots.get(slot)
             return (0 if fd_a == fd0 else 1), owner
     return None
 
@@ -738,12 +674,18 @@ def _from_table(fd_a: int, fd_b: int, channels: Mapping[int, tuple[int, int]] | 
 def _orient(a: int, b: int, others: dict[int, set[int]], mfd: dict[int, int],
             raws: dict[int, _Raw]) -> tuple[int, int]:
     """Which end is channel[0]?  (channel[0], channel[1])."""
-    na, nb = len(others[a]), len(others[b])
-    # Structure first: channel[1] has exactly one holder besides the master, its worker,
-    # while channel[0] is shared by every other child (or by none, with one worker).
-    if na == 1 and nb != 1:
+    # Structure first, from the children that hold exactly one end of the pair: a
+    # child that holds both got them by inheritance (it was forked after the pair
+    # was made) and has not closed them yet, which says nothing.  Of those that
+    # hold one end, only the worker itself keeps channel[1] alone; the others
+    # keep channel[0] (received in OPEN_CHANNEL, or inherited with the other end
+    # closed).  So the end with exactly one exclusive holder, where the other end
+    # has a different number of them, is channel[1].
+    only_a = len(others[a] - others[b])
+    only_b = len(others[b] - others[a])
+    if only_a == 1 and only_b != 1:
         return b, a
-    if nb == 1 and na != 1:
+    if only_b == 1 and only_a != 1:
         return a, b
     # Tie (two workers, or a worker that has not closed its inherited ends yet): the
     # reader registers channel[1] in its epoll set; nobody reads channel[0].
@@ -764,8 +706,9 @@ def _orient(a: int, b: int, others: dict[int, set[int]], mfd: dict[int, int],
 
 
 def _owner(ch1_holders: set[int], ch0_holders: set[int], raws: dict[int, _Raw]) -> int | None:
-    """The worker of a pair: the child holding channel[1].  Right after a fork, later
-    children still hold inherited copies; the owner is the earliest of them."""
+    """The worker of a pair: the child holding channel[1].  Right after a fork, children
+    forked later still hold inherited copies of it; no child forked earlier ever
+    holds it (OPEN_CHANNEL carries channel[0] only), so the owner is the earliest."""
     if not ch1_holders:
         return None
     if len(ch1_holders) == 1:

@@ -60,6 +60,8 @@ Not a mirror of nginx: nothing here has an ``ngx_`` name.
 
 from __future__ import annotations
 
+import ctypes
+import faulthandler
 import os
 import pickle
 import re
@@ -187,9 +189,7 @@ def set_parent_death_signal(sig: int = _signal.SIGKILL, *,
         return False
     try:
         if _libc is None:
-            import ctypes
             _libc = ctypes.CDLL(None, use_errno=True)
-        import ctypes
         if _libc.prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(sig),
                        ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
             return False
@@ -245,7 +245,6 @@ def _child(fn, args, kwargs, parent, out_r, out_w, val_r, val_w) -> NoReturn:
         sys.stderr = open(2, "w", buffering=1, encoding="utf-8",
                           errors="backslashreplace", closefd=False)
         try:
-            import faulthandler
             faulthandler.enable(file=sys.stderr)  # a crash prints a traceback too
         except Exception:
             pass

@@ -11,8 +11,14 @@ and it always tears everything down::
 
     with Master(workers=4) as m:
         print(m.census())          # 2N channel ends here, N in each worker
-        m.kill(1)                  # SIGKILL; the slot is respawned
-        m.reopen()                 # REOPEN to every worker
+        m.kill_worker(1)           # SIGKILL; the slot is respawned
+        m.signal("reopen")         # REOPEN to every worker
+
+It is a :class:`ngxlab.lab.runner.Runner`, with the vocabulary of
+``MasterProcess`` and ``Nginx``. The master is this process, so a signal
+"to the master" is carried out at once, as the master's cycle would carry
+it out (:meth:`Master.send_signal`), and the stop sends QUIT, TERM and
+SIGKILL to the workers over their channels instead of to a master.
 
 What differs from ``ngxlab run``: this process does not run the master
 cycle (it does not take over your signals); the workers install nginx's
@@ -26,37 +32,31 @@ forked from a notebook shows what nginx's shows.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
-import tempfile
 import time
 
 from ngxlab import (
     channel as ngx_channel, connection, cycle as ngx_cycle, process,
     process_cycle as pc,
 )
-from ngxlab.core import NGX_OK, ngx_log_t
+from ngxlab.core import NGX_LOG_ALERT, NGX_LOG_NOTICE, NGX_OK, ngx_log_error, ngx_log_t, sizeof
+from ngxlab.lab.census import Census, census
+from ngxlab.lab.proc import Proc
+from ngxlab.lab.runner import _ENDS, STOP, Runner, RunnerError, RunnerTimeout, Worker
 
-__all__ = ["Master", "Worker", "MasterError"]
+__all__ = ["Master", "Worker", "MasterError", "MasterTimeout"]
 
 _active = None
 
 
-class MasterError(RuntimeError):
+class MasterError(RunnerError):
     """A Master could not do what it was asked (and says why)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Worker:
-    """One live slot of the master's table."""
-    slot: int
-    pid: int
-    channel: tuple[int, int]
-    respawn: bool
-    just_spawn: bool
-    exiting: bool
+class MasterTimeout(MasterError, RunnerTimeout):
+    """A wait on the workers ran past its deadline."""
 
 
 def _reset_tables():
@@ -127,90 +127,91 @@ def _report(path, ch):
         os.close(fd)
 
 
-class Master:
+class Master(Runner):
     """nginx's master, in this process. A context manager.
 
     ``workers``: how many to start (1 to 1024). ``listen``: ``None`` (no
     listening socket) or ``("127.0.0.1", port)``, port 0 for a free one; the
     workers then answer HTTP with their slot. ``log_path``: the shared error
-    log (a temporary file by default; ``log_lines()`` reads it).
-    ``watch_master``: workers exit when this process dies (nginx's don't).
-    ``close_inherited``: ``False`` skips the closing in
-    ``ngx_worker_process_init``, to measure what it saves. ``nginx_quirks``:
-    workers read their channel as nginx does, leaks included. ``report``:
-    every worker appends its view of the process table to a file after each
-    message it reads (``worker_reports()``).
+    log (a temporary file by default). ``watch_master``: workers exit when
+    this process dies (nginx's don't). ``close_inherited``: ``False`` skips
+    the closing in ``ngx_worker_process_init``, to measure what it saves.
+    ``nginx_quirks``: workers read their channel as nginx does, leaks
+    included. ``report``: every worker appends its view of the process
+    table to a file after each message it reads (``worker_reports()``).
+    ``start``: spawn the workers on entry (else call :meth:`spawn`).
     """
+
+    Error = MasterError
+    Timeout = MasterTimeout
 
     def __init__(self, workers=4, *, listen=None, log_path=None,
                  log_level="notice", watch_master=True, close_inherited=True,
                  nginx_quirks=False, report=False, start=True):
-        if not isinstance(workers, int) or not 1 <= workers <= \
-                process.NGX_MAX_PROCESSES:
-            raise ValueError(f"workers must be an int from 1 to "
-                             f"{process.NGX_MAX_PROCESSES}, not {workers!r}")
         if listen is not None and listen[0] != "127.0.0.1":
             raise ValueError("ngxlab listens on 127.0.0.1 only")
-        self.n = workers
+        super().__init__(workers, prefix=None if log_path is None
+                         else os.path.dirname(os.fspath(log_path)) or ".")
         self._listen = listen
-        self._tmp = None
-        if log_path is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="ngxlab-")
-            log_path = os.path.join(self._tmp.name, "error.log")
-        self.log_path = os.fspath(log_path)
+        self._log_path = (self.prefix / "error.log" if log_path is None
+                          else os.path.abspath(os.fspath(log_path)))
         self._log_level = log_level
         self._watch = watch_master
         self._close_inherited = close_inherited
         self._quirks = nginx_quirks
-        self.report_path = (os.path.join(os.path.dirname(self.log_path),
+        self.report_path = (os.path.join(os.path.dirname(self._log_path),
                                          "workers.jsonl") if report else None)
-        self._start = start
+        self._spawn_on_start = start
         self.cycle = None
         self._old_sigio = None
         self._entered = False
 
-    # -- life -------------------------------------------------------------
+    @property
+    def log_path(self):
+        return self._log_path
 
-    def __enter__(self):
+    # -- how it launches: this process becomes the master -----------------
+
+    def start(self):
+        """Become the master and spawn the workers (unless ``start=False``).
+        Unlike the other runners it returns as soon as they are forked, so
+        that a chapter can look at a mesh that is still growing (or, with
+        ``close_inherited=False``, never becomes the full mesh):
+        :meth:`Master.wait_mesh` waits for it."""
+        return self.launch()
+
+    def _launch(self):
         global _active
         if _active is not None:
             raise MasterError("another Master is active in this process; "
                               "close it first (one process table per process)")
         _active = self
         self._entered = True
-        try:
-            _reset_tables()
-            pc.keep_inherited_channels = not self._close_inherited
-            pc.nginx_quirks = self._quirks
-            # channel[0] gets FIOASYNC + F_SETOWN(this pid): SIGIO's default
-            # action would end this process.
-            self._old_sigio = signal.signal(signal.SIGIO, signal.SIG_IGN)
-            log = ngx_log_t(self.log_path, self._log_level)
-            ccf = ngx_cycle.ngx_core_conf_t(
-                worker_processes=self.n, listen=self._listen,
-                watch_master=int(self._watch))
-            self.cycle = ngx_cycle.ngx_cycle_t(prefix=os.path.dirname(
-                self.log_path), log=log, conf=ccf)
-            self.cycle._lab_report = self.report_path
-            ngx_cycle.ngx_cycle = self.cycle
-            if self._listen is not None:
-                connection.ngx_create_listening(self.cycle, self._listen)
-                if connection.ngx_open_listening_sockets(self.cycle) != NGX_OK:
-                    raise MasterError(f"cannot listen on "
-                                      f"{self._listen[0]}:{self._listen[1]}: "
-                                      f"{self.log_lines()[-1:]}")
-            if self._start:
-                self.start(self.n)
-        except BaseException:
-            self.close()
-            raise
-        return self
+        self._master = Proc.of(os.getpid())
+        _reset_tables()
+        pc.keep_inherited_channels = not self._close_inherited
+        pc.nginx_quirks = self._quirks
+        # channel[0] gets FIOASYNC + F_SETOWN(this pid): SIGIO's default
+        # action would end this process.
+        self._old_sigio = signal.signal(signal.SIGIO, signal.SIG_IGN)
+        log = ngx_log_t(os.fspath(self.log_path), self._log_level)
+        ccf = ngx_cycle.ngx_core_conf_t(
+            worker_processes=self.n, listen=self._listen,
+            watch_master=int(self._watch))
+        self.cycle = ngx_cycle.ngx_cycle_t(prefix=os.path.dirname(
+            os.fspath(self.log_path)), log=log, conf=ccf)
+        self.cycle._lab_report = self.report_path
+        ngx_cycle.ngx_cycle = self.cycle
+        if self._listen is not None:
+            connection.ngx_create_listening(self.cycle, self._listen)
+            if connection.ngx_open_listening_sockets(self.cycle) != NGX_OK:
+                raise MasterError(f"cannot listen on "
+                                  f"{self._listen[0]}:{self._listen[1]}: "
+                                  f"{self.log_lines()[-1:]}")
+        if self._spawn_on_start:
+            self.spawn(self.n)
 
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def start(self, n=None, respawn=process.NGX_PROCESS_RESPAWN):
+    def spawn(self, n=None, respawn=process.NGX_PROCESS_RESPAWN):
         """Spawn ``n`` more workers, as ``ngx_start_worker_processes``."""
         self._require()
         for i in range(self.n if n is None else n):
@@ -221,26 +222,26 @@ class Master:
                 raise MasterError("ngx_spawn_process failed: "
                                   + (self.log_lines()[-1:] or ["?"])[0])
             pc.ngx_pass_open_channel(self.cycle)
+            self._guard.workers.add(Proc.of(pid) or Proc(pid, -1))
 
-    def close(self, timeout=3.0):
-        """TERMINATE every worker over its channel, SIGKILL what is left
-        after ``timeout``, reap them all, close this side's channel ends and
-        listening sockets, and restore the tables and SIGIO."""
+    def _shutdown(self, quit_timeout, term_timeout):
+        """:data:`~ngxlab.lab.runner.STOP` to the workers, over their channels
+        (QUIT, TERMINATE) and then by ``kill()``; reap them all, close this
+        side's channel ends and listening sockets, and restore the tables
+        and SIGIO."""
         global _active
         if not self._entered:
             return
         try:
-            live = [p for p in self._slots() if p.pid > 0]
-            if live and self.cycle is not None:
-                pc.ngx_terminate = 1
-                pc.ngx_signal_worker_processes(self.cycle, signal.SIGTERM)
-                self._wait_gone([p.pid for p in live], timeout)
-                for p in live:
-                    try:
-                        os.kill(p.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                self._wait_gone([p.pid for p in live], timeout)
+            for signum, timeout in STOP:
+                timeout = timeout or (quit_timeout if signum == signal.SIGQUIT
+                                      else term_timeout)
+                live = [p.pid for p in self._slots() if p.pid > 0]
+                if not live or self.cycle is None:
+                    break
+                self._act(signum)
+                if self._wait_gone(live, timeout):
+                    break
             for p in self._slots():
                 if p.channel[0] > 2 and not p.detached:
                     ngx_channel.ngx_close_channel(p.channel, None)
@@ -255,76 +256,65 @@ class Master:
             _reset_tables()
             ngx_cycle.ngx_cycle = None
             self._entered = False
+            self._guard.workers = set()
             if _active is self:
                 _active = None
 
+    def close(self, timeout=3.0):
+        """Stop (QUIT, TERM, SIGKILL with ``timeout`` each) and restore."""
+        self.stop(quit_timeout=timeout, term_timeout=timeout)
+
     def cleanup(self):
         """Remove the temporary directory holding the log (after close)."""
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        tmp, self._guard.tmpdir = self._guard.tmpdir, None
+        if tmp is not None:
+            tmp.cleanup()
 
-    # -- looking ----------------------------------------------------------
+    def stop(self, *, quit_timeout=5.0, term_timeout=3.0):
+        # the log stays readable after the stop, until cleanup()
+        tmp, self._guard.tmpdir = self._guard.tmpdir, None
+        try:
+            return super().stop(quit_timeout=quit_timeout, term_timeout=term_timeout)
+        finally:
+            self._guard.tmpdir = tmp
+
+    stop.__doc__ = Runner.stop.__doc__
+
+    # -- how it learns its slots: its own table ---------------------------
 
     def _require(self):
         if not self._entered:
             raise MasterError("this Master is not running (use it in a "
                               "`with` block)")
 
+    @property
+    def running(self):
+        return self._entered
+
     def _slots(self):
         return [p for p in process.ngx_processes[:process.ngx_last_process]
                 if p.pid != -1]
 
-    @property
-    def workers(self) -> list[Worker]:
-        """The live slots of the table, in slot order."""
+    def _table(self):
         return [Worker(i, p.pid, tuple(p.channel), bool(p.respawn),
                        bool(p.just_spawn), bool(p.exiting))
                 for i, p in enumerate(process.ngx_processes[
                     :process.ngx_last_process]) if p.pid > 0]
 
-    def slots(self) -> dict[int, int]:
-        """``{pid: slot}`` of the live workers (for the census)."""
-        return {w.pid: w.slot for w in self.workers}
-
-    def pid(self, slot) -> int:
-        p = process.ngx_processes[slot]
-        if p.pid <= 0:
-            raise MasterError(f"slot {slot} is free")
-        return p.pid
-
-    def census(self):
-        """The descriptor census of this process and its workers."""
-        from ngxlab.lab.census import census
+    def census(self) -> Census:
+        """The descriptor census of this process and its workers (only
+        them: a notebook's or a test's other children are not censused)."""
         _collect()          # a worker that exited is not censused as a zombie
-        return census([os.getpid()] + [w.pid for w in self.workers
-                                        if not _exited(w.pid)],
-                      slots=self.slots(), channels=self.channels())
+        ws = [w for w in self.workers if not _exited(w.pid)]
+        return census([os.getpid()] + [w.pid for w in ws],
+                      slots={w.slot: w.pid for w in ws},
+                      channels={w.slot: w.channel for w in ws})
 
-    def channels(self) -> dict[int, tuple[int, int]]:
-        """``{slot: (channel[0], channel[1])}``, this process's descriptor
-        numbers for each live worker's pair (orients the census)."""
-        return {w.slot: w.channel for w in self.workers}
-
-    def wait_mesh(self, timeout=5.0):
-        """Wait until every worker holds its full channel set (N channel
-        ends each, 2N here); return the census. Raises ``MasterError``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            c = self.census()
-            if c.is_full_mesh(len(self.workers)):
-                return c
-            if time.monotonic() > deadline:
-                raise MasterError(f"the mesh did not complete in {timeout} s:"
-                                  f"\n{c}")
-            time.sleep(0.01)
-
-    def log_lines(self) -> list[str]:
-        try:
-            with open(self.log_path) as f:
-                return f.read().splitlines()
-        except OSError:
-            return []
+    def wait_mesh(self, n=None, timeout=5.0) -> Census:
+        """As :meth:`ngxlab.lab.runner.Runner.wait_mesh`; ``n`` defaults to
+        the workers the table holds now (this master's table changes only
+        when this process spawns, kills or reaps)."""
+        return super().wait_mesh(len(self.workers) if n is None else n, timeout)
 
     def worker_reports(self) -> list[dict]:
         """What the workers reported after each message (``report=True``)."""
@@ -336,7 +326,7 @@ class Master:
         except FileNotFoundError:
             return []
 
-    # -- acting -----------------------------------------------------------
+    # -- acting: this process is the master -------------------------------
 
     def send(self, slot, command, *, pid=0, about_slot=0, fd=-1,
              size=None) -> int:
@@ -344,7 +334,6 @@ class Master:
         ``ngx_write_channel``'s code."""
         self._require()
         ch = ngx_channel.ngx_channel_t(command, pid, about_slot, fd)
-        from ngxlab.core import sizeof
         return ngx_channel.ngx_write_channel(
             process.ngx_processes[slot].channel[0], ch,
             sizeof(ngx_channel.ngx_channel_t) if size is None else size,
@@ -355,32 +344,66 @@ class Master:
         self._require()
         pc.ngx_signal_worker_processes(self.cycle, signo)
 
-    def reopen(self):
-        self.signal_workers(signal.SIGUSR1)
-
-    def kill(self, slot, signo=signal.SIGKILL, *, respawn=True, timeout=5.0):
-        """Send ``signo`` to the worker in ``slot`` and, once it is dead,
-        reap it as the master does (CLOSE_CHANNEL to the others, respawn into
-        the same slot, OPEN_CHANNEL). Returns the new pid (or None)."""
+    def send_signal(self, signum):
+        """Act on ``signum`` as the master's cycle does, at once: USR1
+        reopens (REOPEN to every worker), QUIT and TERM end the workers over
+        their channels and reap them (no respawn), SIGKILL kills them.
+        Others (HUP: there is no configuration to read again) raise
+        :class:`MasterError`: use ``MasterProcess`` for them."""
         self._require()
-        old = self.pid(slot)
-        os.kill(old, signo)
-        self._wait_gone([old], timeout)
-        if not respawn:
-            process.ngx_processes[slot].respawn = 0
-        pc.ngx_reap_children(self.cycle)
-        p = process.ngx_processes[slot]
-        return p.pid if p.pid > 0 and p.pid != old else None
-
-    def quit(self, timeout=5.0):
-        """QUIT every worker over its channel and reap them (no respawn)."""
-        self._require()
+        if signum not in (signal.SIGUSR1, signal.SIGQUIT, signal.SIGTERM, signal.SIGKILL):
+            raise MasterError(f"an in-process Master does not act on "
+                              f"{signal.Signals(signum).name}: run the master as "
+                              f"its own process (MasterProcess)")
+        if signum == signal.SIGUSR1:
+            self.signal_workers(signal.SIGUSR1)
+            return
         pids = [w.pid for w in self.workers]
-        pc.ngx_quit = 1
-        pc.ngx_signal_worker_processes(self.cycle, signal.SIGQUIT)
-        self._wait_gone(pids, timeout)
+        self._act(signum)
+        if not self._wait_gone(pids, 5.0):
+            raise MasterTimeout(f"workers still running 5 s after {signal.Signals(signum).name}"
+                                + self._hint())
         pc.ngx_reap_children(self.cycle)
-        pc.ngx_quit = 0
+        pc.ngx_quit = pc.ngx_terminate = 0
+
+    def _act(self, signum):
+        if signum == signal.SIGKILL:
+            for p in self._slots():
+                if p.pid > 0:
+                    try:
+                        os.kill(p.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            return
+        if signum == signal.SIGQUIT:
+            pc.ngx_quit = 1
+        else:
+            pc.ngx_terminate = 1
+        pc.ngx_signal_worker_processes(self.cycle, signum)
+
+    def kill_worker(self, slot, signum=signal.SIGKILL, *, respawn=True, timeout=5.0):
+        """Send ``signum`` to the worker in ``slot``; returns its pid (the
+        victim's). A signal that ends it is followed, once it is dead, by
+        what the master does on SIGCHLD: reap it, CLOSE_CHANNEL to the
+        others, respawn into the same slot (unless ``respawn=False``),
+        OPEN_CHANNEL; ``slots[slot]`` is then the new worker."""
+        self._require()
+        p = process.ngx_processes[slot] if 0 <= slot < process.ngx_last_process else None
+        if p is None or p.pid <= 0:
+            raise KeyError(f"no worker in slot {slot} (slots: {self.slots})")
+        old = p.pid
+        os.kill(old, signum)
+        if signum in _ENDS:
+            if not self._wait_gone([old], timeout):
+                raise MasterTimeout(f"worker {old} still running {timeout} s after "
+                                    f"{signal.Signals(signum).name}" + self._hint())
+            if not respawn:
+                p.respawn = 0
+            pc.ngx_reap_children(self.cycle)
+            for q in self._slots():
+                if q.pid > 0:
+                    self._guard.workers.add(Proc.of(q.pid) or Proc(q.pid, -1))
+        return old
 
     def reap(self) -> bool:
         """Collect exited workers and run ``ngx_reap_children``; returns
@@ -399,12 +422,18 @@ class Master:
                 time.sleep(0.005)
         return not pending
 
+    def wait_exit(self, timeout=10.0):
+        """Wait until every worker has exited (after ``signal("quit")``) and reap them."""
+        if not self._wait_gone([w.pid for w in self.workers], timeout):
+            raise MasterTimeout(f"workers still running after {timeout} s" + self._hint())
+        if self._entered:
+            pc.ngx_reap_children(self.cycle)
+
 
 def _collect():
     """``ngx_process_get_status`` for our own workers only: waitpid() each
     pid of the table instead of ``waitpid(-1)``, so that a notebook's or a
     test's other children are left to their owners."""
-    from ngxlab.core import NGX_LOG_ALERT, NGX_LOG_NOTICE, ngx_log_error
     log = ngx_cycle.ngx_cycle.log if ngx_cycle.ngx_cycle else None
     for p in process.ngx_processes[:process.ngx_last_process]:
         if p.pid <= 0 or p.exited or p.detached:

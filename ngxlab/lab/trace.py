@@ -14,8 +14,8 @@ Reading a trace::
     sequence(trace.messages)               # [("OPEN_CHANNEL", 1, 0, True), ...]
 
 The trace must come from ``strace -f`` with ``-xx`` (every byte of the payload
-as a hex escape) and timestamps (``-tt`` or ``-ttt``); :class:`ngxlab.lab.nginx.Nginx`
-builds the right command line.  Besides the messages, :func:`parse_trace`
+as a hex escape) and timestamps (``-tt`` or ``-ttt``); :func:`ngxlab.lab.runner.strace_command`
+is the right command line, and :func:`trace_run` runs nginx or ngxlab under it.  Besides the messages, :func:`parse_trace`
 keeps the other system calls it finds (socketpair, clone/fork, kill, close,
 ioctl, fcntl), the signals delivered and the exits, as :class:`SyscallEvent`,
 for sequence diagrams.
@@ -44,11 +44,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
+from ngxlab import __version__, channel, process
+
 __all__ = [
     "CHANNEL_FORMAT", "CHANNEL_SIZE", "COMMANDS", "ChannelMessage", "SeqItem", "SyscallEvent",
     "Trace", "TraceRun", "TracedChannel", "command_name", "count_commands", "decode_channel",
     "diff_sequences", "parse_strace", "parse_syscalls", "parse_trace", "record_channel", "sequence",
-    "trace_nginx",
+    "trace_run", "ACTIONS",
 ]
 
 CHANNEL_FORMAT = "@Lili0l"   # command u64 @0, pid i32 @8, slot i64 @16, fd i32 @24 (LP64)
@@ -455,10 +457,6 @@ class _Chan:
     slot_source: str | None = None
     closed: list = field(default_factory=lambda: [None, None])
 
-    def open_at(self, t: float, end: int) -> bool:
-        c = self.closed[end]
-        return self.created <= t and (c is None or t < c)
-
 
 def _channels(calls: list[_Call], raw_msgs) -> list[TracedChannel]:
     chans: list[_Chan] = []
@@ -654,15 +652,12 @@ def record_channel() -> Iterator[list[ChannelMessage]]:
             ...                        # start workers, signal them
         sequence(sent)
     """
-    from ngxlab import channel as ngx_channel
-    from ngxlab import process as ngx_process
-
     sent: list[ChannelMessage] = []
     t0 = _time.time()
 
     def observe(s, ch, size):
         target = receiver = None
-        for i, p in enumerate(ngx_process.ngx_processes[:ngx_process.ngx_last_process]):
+        for i, p in enumerate(process.ngx_processes[:process.ngx_last_process]):
             if p.pid > 0 and p.channel[0] == s:
                 target, receiver = i, p.pid
                 break
@@ -672,22 +667,25 @@ def record_channel() -> Iterator[list[ChannelMessage]]:
             scm_fds=() if ch.fd == -1 else (ch.fd,), direction="send", receiver=receiver,
             target_slot=target))
 
-    ngx_channel._observers.append(observe)
+    channel._observers.append(observe)
     try:
         yield sent
     finally:
-        ngx_channel._observers.remove(observe)
+        channel._observers.remove(observe)
 
 
-# -- tracing a real nginx ----------------------------------------------------------
+# -- tracing a run, nginx's or ngxlab's ------------------------------------------
+
+
+ACTIONS = ("reopen", "kill_worker:1", "reload", "quit")
 
 
 @dataclass(frozen=True)
 class TraceRun:
-    """A traced nginx run, cut into phases: "startup", then one per action."""
+    """A traced run, cut into phases: "startup", then one per action."""
 
-    workers: int
-    version: str
+    n: int
+    version: str            # "1.22.1" for nginx, "ngxlab 0.1.0" for ngxlab
     trace: Trace
     phases: dict            # phase name -> tuple[ChannelMessage, ...] (sent and received)
     events: dict            # phase name -> tuple[SyscallEvent, ...]
@@ -712,27 +710,29 @@ class TraceRun:
         return "\n".join(lines)
 
 
-def trace_nginx(workers: int = 4, actions: Sequence[str] = ("reopen", "kill_worker:1", "reload", "quit"),
-                *, binary=None, timeout: float = 10.0, settle: float = 0.05) -> TraceRun:
-    """Start a real nginx under strace, perform ``actions`` one by one, each time waiting
-    until nginx has settled (full channel mesh again), and return the decoded messages
-    per phase.  Actions: ``reopen``, ``reload``, ``kill_worker:K`` (SIGKILL the worker in
-    slot K), ``quit``, ``stop``, ``sleep:SECONDS``.  nginx is always stopped at the end."""
-    from ngxlab.lab.nginx import Nginx, NginxError
-
+def trace_run(runner, actions: Sequence[str] = ACTIONS, *, timeout: float = 10.0,
+              settle: float = 0.05) -> TraceRun:
+    """Start ``runner`` (an ``Nginx`` or a ``MasterProcess``, not started yet)
+    under strace, perform ``actions`` one by one through the runners' common
+    vocabulary, each time waiting until the master has settled (the full
+    mesh again), and return the decoded messages per phase. Actions:
+    ``reopen``, ``reload``, ``kill_worker:K`` (SIGKILL the worker in slot K),
+    ``quit``, ``stop``, ``sleep:SECONDS``. The runner is always stopped at
+    the end. (The in-process ``Master`` is this process, which strace cannot
+    follow from the start: :func:`record_channel` records what it sends.)"""
     for a in actions:
-        name = a.split(":", 1)[0]
-        if name not in ("reopen", "reload", "kill_worker", "quit", "stop", "sleep"):
+        if a.partition(":")[0] not in ("reopen", "reload", "kill_worker", "quit", "stop", "sleep"):
             raise ValueError(f"unknown action {a!r}")
+    runner.use_strace()
+    n = runner.n
     boundaries: list[tuple[str, float]] = []
     censuses: dict = {}
     slots: dict = {}
-    ngx = Nginx(workers, binary=binary, strace=True, start_timeout=timeout)
     try:
-        ngx.start()
+        runner.start()
         _time.sleep(settle)
-        censuses["startup"] = ngx.census()
-        slots["startup"] = ngx.slots
+        censuses["startup"] = runner.census()
+        slots["startup"] = runner.slots
         seen: Counter = Counter()
         for action in actions:
             name, _, arg = action.partition(":")
@@ -740,35 +740,31 @@ def trace_nginx(workers: int = 4, actions: Sequence[str] = ("reopen", "kill_work
             phase = action if seen[action] == 1 else f"{action}#{seen[action]}"
             boundaries.append((phase, _time.time()))
             if name == "reopen":
-                off = ngx.log_offset()
-                ngx.signal("reopen")
-                ngx.wait_log(r"#\d+: reopening logs$", count=len(ngx.worker_pids) + 1,
-                             since=off, timeout=timeout)
+                off = runner.log_offset()
+                runner.signal("reopen")
+                runner.wait_log(r"#\d+: reopening logs$", count=len(runner.worker_pids) + 1,
+                                since=off, timeout=timeout)
             elif name == "reload":
-                ngx.signal("reload")
+                runner.signal("reload")
             elif name == "kill_worker":
-                ngx.kill_worker(int(arg or 0))
+                runner.kill_worker(int(arg or 0))
             elif name == "sleep":
                 _time.sleep(float(arg or 0.1))
             elif name in ("quit", "stop"):
-                ngx.signal(name)
-                ngx.wait_exit(timeout)
+                runner.signal(name)
+                runner.wait_exit(timeout)
                 censuses[phase] = None
                 slots[phase] = {}
                 break
-            ngx.wait_workers(workers, timeout=timeout)
+            runner.wait_mesh(n, timeout=timeout)
             _time.sleep(settle)   # let the last CLOSE_CHANNEL of a reap pass be written
-            censuses[phase] = ngx.census()
-            slots[phase] = ngx.slots
+            censuses[phase] = runner.census()
+            slots[phase] = runner.slots
     finally:
-        ngx.stop()
-    try:
-        text = ngx.strace_text()
-    except (NginxError, OSError) as e:
-        raise NginxError(f"no strace output: {e}") from None
-    trace = parse_trace(text)
+        runner.stop()
+    trace = parse_trace(runner.strace_text())
     if not trace.epoch:
-        raise NginxError("the strace output has no epoch timestamps (-ttt)")
+        raise ValueError("the strace output has no epoch timestamps (-ttt)")
     phases: dict = {}
     events: dict = {}
     cuts = [("startup", None)] + boundaries
@@ -777,5 +773,6 @@ def trace_nginx(workers: int = 4, actions: Sequence[str] = ("reopen", "kill_work
         part = trace.window(t0, t1)
         phases[phase] = part.messages
         events[phase] = part.events
-    return TraceRun(workers=workers, version=ngx.version, trace=trace, phases=phases,
-                    events=events, censuses=censuses, slots=slots)
+    version = getattr(runner, "version", None) or f"ngxlab {__version__}"
+    return TraceRun(n=n, version=version, trace=trace, phases=phases, events=events,
+                    censuses=censuses, slots=slots)

@@ -1,5 +1,5 @@
 /*
- * floor.c: the C floor for ngxlab's benchmarks (ngxlab.lab.bench).
+ * floor.c: the C floor for ngxlab's benchmarks (ngxlab.lab.cost, ngxlab.lab.fdpass).
  *
  * Our own small program, not nginx code. It does in C exactly what the Python
  * variants of the benchmark do, so that the ratio Python / C shows what the
@@ -28,8 +28,13 @@
  *       Prints {"mode": "fds", ...,
  *       "samples_per_s": [...]}: descriptors per second in each INTERVAL.
  *
+ *   floor fork COUNT
+ *       COUNT times: fork(), the child calls _exit(0) at once, this process
+ *       waits for it with waitpid(). Prints {"mode": "fork", "count": COUNT,
+ *       "mean_ns": ...}: the mean time of one fork, exit and reap.
+ *
  * PARENT_CPU and CHILD_CPU pin this process and its child to one CPU each
- * (sched_setaffinity; -1 or absent: the scheduler decides), as ngxlab.lab.bench
+ * (sched_setaffinity; -1 or absent: the scheduler decides), as ngxlab.lab.cost
  * pins its Python variants.
  *
  * Build: cc -O2 -o floor floor.c   (ngxlab builds it at run time).
@@ -550,9 +555,36 @@ fds_per_second(int per_message, double seconds, double interval, int parent_cpu,
     return 0;
 }
 
+static int
+forks(long count)
+{
+    int64_t t0 = now_ns();
+    pid_t pid;
+    int status;
+
+    for (long i = 0; i < count; i++) {
+        pid = fork();
+        if (pid == -1) {
+            fail("fork");
+        }
+        if (pid == 0) {
+            _exit(0);
+        }
+        if (waitpid(pid, &status, 0) != pid) {
+            fail("waitpid");
+        }
+    }
+    printf("{\"mode\": \"fork\", \"count\": %ld, \"mean_ns\": %.1f}\n", count,
+           (double) (now_ns() - t0) / (double) (count > 0 ? count : 1));
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "fork") == 0) {
+        return forks(atol(argv[2]));
+    }
     if ((argc == 6 || argc == 8) && strcmp(argv[1], "rt") == 0) {
         return round_trips(atol(argv[2]), atol(argv[3]), atol(argv[4]), atoi(argv[5]) != 0,
                            argc == 8 ? atoi(argv[6]) : -1, argc == 8 ? atoi(argv[7]) : -1);
@@ -563,6 +595,7 @@ main(int argc, char **argv)
     }
     fprintf(stderr,
             "usage: floor rt COUNT BATCH WARMUP WITH_FD [PARENT_CPU CHILD_CPU]\n"
-            "       floor fds PER_MESSAGE SECONDS INTERVAL [PARENT_CPU CHILD_CPU]\n");
+            "       floor fds PER_MESSAGE SECONDS INTERVAL [PARENT_CPU CHILD_CPU]\n"
+            "       floor fork COUNT\n");
     return 2;
 }
