@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from _tools import proc_state as _state, wait_for as _wait
-from ngxlab.lab.run import MasterProcess
+from ngxlab.lab.run import MasterProcess, MasterProcessError
 
 SUBCOMMANDS = ("run", "signal", "topology", "bench")
 ROOT = Path(__file__).resolve().parent.parent
@@ -396,6 +396,20 @@ def test_a_second_run_on_a_busy_prefix_refuses(tmp_path):
         mp.wait_mesh(1)
         assert mp.master_pid == first
     assert not pid_file.exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_runner_on_a_busy_prefix_refuses_and_leaves_the_pid_file(tmp_path):
+    # lab.MasterProcess used to delete the pid file before it started: a
+    # second runner on a busy prefix then took the prefix over
+    with MasterProcess(1) as mp:
+        first = mp.master_pid
+        with pytest.raises(MasterProcessError, match=f"names master process {first}"):
+            MasterProcess(1, prefix=mp.prefix).start()
+        assert mp.pid_path.read_text() == f"{first}\n"
+        off = mp.log_offset()
+        assert mp.signal("reopen").returncode == 0
+        mp.wait_log(r"#0: reopening logs$", since=off)
 
 
 @pytest.mark.timeout(60)

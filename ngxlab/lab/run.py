@@ -50,7 +50,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ngxlab.cycle import NGX_ERROR_LOG_PATH, NGX_OLDPID_EXT, NGX_PID_PATH
+from ngxlab.cycle import NGX_ERROR_LOG_PATH, NGX_OLDPID_EXT, NGX_PID_PATH, pidfile_owner
 from ngxlab.lab.proc import Proc
 from ngxlab.lab.runner import SIGNALS, Runner, RunnerError, RunnerTimeout, Worker, ngxlab_env
 
@@ -234,6 +234,16 @@ class MasterProcess(Runner):
     def _launch(self) -> None:
         logs = self.prefix / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        # a stale pid file is removed (the wait below looks for a new one);
+        # a live master's is not: `ngxlab run` refuses a busy prefix, and so
+        # does this runner, before it starts anything
+        try:
+            owner = pidfile_owner(str(self.pid_path), str(self.prefix))
+        except OSError as e:
+            raise MasterProcessError(f"cannot use {self.pid_path}: {e.strerror}") from None
+        if owner is not None:
+            raise MasterProcessError(f"{self.pid_path} names master process {owner}, "
+                                     "still running on this prefix: stop it first")
         for path in (self.pid_path, self.slots_path,
                      self.slots_path.with_name(self.slots_path.name + NGX_OLDPID_EXT)):
             try:
