@@ -417,3 +417,16 @@ def test_nginx_rules_leak_the_descriptor_and_the_sender_serves():
         # every refused handoff left its descriptor in the receiver
         assert fds_by_slot(h)[2] == before[2] + refused
 
+
+
+def test_a_small_measurement_run_fails_nothing_and_leaks_nothing():
+    from ngxlab.lab.handoff import measure
+    run = measure(workers=2, requests=60, concurrency=4, duration=0.4, rounds=2)
+    assert len(run.direct) + len(run.handed) == 60
+    # 30 keyed requests, each accepted by the other worker with even odds
+    assert run.handed and run.handoff_rate > 0
+    assert run.failed == {}
+    assert run.leaked == {}, (run.fds_before, run.fds_after)
+    assert set(run.fds_before) == {"master", "slot 0", "slot 1"}
+    handed = sum(s.get("handed_off", 0) for s in run.stats.values())
+    assert handed == sum(s.get("acknowledged", 0) for s in run.stats.values())

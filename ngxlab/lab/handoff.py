@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 
 from ngxlab import beyond
-from ngxlab.lab.master import Master, MasterError
+from ngxlab.lab import Master, MasterError
 
 __all__ = ["HandoffMaster", "Reply", "NoAnswer", "InFlight", "request",
            "send_request", "read_reply", "load", "LoadResult", "measure", "HandoffRun",
@@ -465,14 +465,15 @@ def _fd_counts(census):
     return out
 
 
-def measure(workers=3, *, requests=1000, concurrency=8, duration=1.5, seed=1,
-            progress=None):
+def measure(workers=3, *, requests=1000, concurrency=8, duration=1.5, rounds=5,
+            seed=1, progress=None):
     """One run: ``requests`` sequential requests, half without a key
     (served where accepted) and half keyed to a random owner (handed off
-    unless the acceptor owns the key), classified by what the workers
-    report; then ``duration`` seconds of ``concurrency`` requests in flight
-    without a key and as long again with keys; the descriptors of every
-    process before and after. Returns a ``HandoffRun``."""
+    unless the acceptor owns the key), in random order, classified by what
+    the workers report; then ``concurrency`` requests in flight for
+    ``duration`` seconds without a key and as long with keys, in
+    ``rounds`` alternating bursts; the descriptors of every process before
+    and after. Returns a ``HandoffRun``."""
     rng = random.Random(seed)
     say = progress or (lambda text: None)
     with HandoffMaster(workers, record=True) as h:
@@ -495,12 +496,21 @@ def measure(workers=3, *, requests=1000, concurrency=8, duration=1.5, seed=1,
         handed = [t for p, t in latency.items() if p in handed_paths]
 
         say("concurrent requests")
-        plain = load(h.port, [f"/direct/{i}" for i in range(64)],
-                     concurrency=concurrency, duration=duration)
+        # the two kinds in alternating bursts, so that whatever else the
+        # machine does falls on both alike
+        plain_paths = [f"/direct/{i}" for i in range(64)]
+        keyed_paths = [f"/shard/{h.key_for(s, j)}/c"
+                       for j in range(16) for s in range(workers)]
         counted = sum(r["stats"].get("handed_off", 0) for r in h.reports().values())
-        keyed = load(h.port, [f"/shard/{h.key_for(s, j)}/c"
-                              for j in range(16) for s in range(workers)],
-                     concurrency=concurrency, duration=duration)
+        plain, keyed = LoadResult(), LoadResult()
+        for _ in range(rounds):
+            for paths_, into in ((plain_paths, plain), (keyed_paths, keyed)):
+                burst = load(h.port, paths_, concurrency=concurrency,
+                             duration=duration / rounds)
+                into.done += burst.done
+                into.elapsed += burst.elapsed
+                for k, v in burst.failed.items():
+                    into.failed[k] = into.failed.get(k, 0) + v
         reports = h.reports()
         handoffs = sum(r["stats"].get("handed_off", 0) for r in reports.values()) - counted
 
