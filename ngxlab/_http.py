@@ -13,6 +13,11 @@ the request head and answers::
 
 so that a reader (or a test) can see which worker and which configuration
 generation served a request across reloads and binary upgrades.
+
+As in nginx, where ``ngx_event_accept`` gives each connection it accepts to
+its listening socket's ``handler``, a listening socket whose ``handler`` is
+set gets its connections handed to that function instead of
+``init_connection`` (``ngxlab.beyond`` routes them that way).
 """
 
 from __future__ import annotations
@@ -63,14 +68,24 @@ def _accept(ev):
         if c is None:
             os.close(fd)
             return
-        c.data = bytearray()
-        c.read.handler = _read_request
-        _open[fd] = c
-        if ngx_event.ngx_add_event(c.read, ngx_event.NGX_READ_EVENT, 0) \
-                == NGX_ERROR:
-            _close(c)
-            continue
-        ngx_event.ngx_add_timer(c.read, READ_TIMEOUT_MS)
+        (lc.listening.handler or init_connection)(c)
+
+
+def init_connection(c):
+    """What an accepted connection gets unless its listening socket names
+    another handler (``ls.handler``, which nginx's ``ngx_event_accept``
+    calls for each connection it accepts): a buffer for the request head,
+    the read handler, a read timer. Returns ``NGX_OK``, or ``NGX_ERROR``
+    after closing the connection."""
+    c.data = bytearray()
+    c.read.handler = _read_request
+    _open[c.fd] = c
+    if ngx_event.ngx_add_event(c.read, ngx_event.NGX_READ_EVENT, 0) \
+            == NGX_ERROR:
+        _close(c)
+        return NGX_ERROR
+    ngx_event.ngx_add_timer(c.read, READ_TIMEOUT_MS)
+    return NGX_OK
 
 
 def _accept4(lfd):

@@ -28,6 +28,13 @@ Deviations:
   ancillary data".
 - The errors that nginx has no words for (a stray descriptor) are logged at
   alert level in the same style, and say what was closed.
+- An extension point nginx does not have (``_extensions``, filled by
+  ``ngxlab.beyond.register``): with the default ``nginx_quirks=False``,
+  descriptors that came with a registered command are handed to that
+  command's handler (``descriptors()``), which owns them from then on, and
+  the message is returned instead of refused. Only the branch for
+  unexpected descriptors looks at it; with nothing registered, or with
+  ``nginx_quirks=True``, the reader is as described above.
 - ``NGX_CMD_*`` are declared in ``ngx_process_cycle.h`` in nginx; they live
   here, beside the message that carries them, and ``ngxlab.process_cycle``
   re-exports them.
@@ -130,6 +137,12 @@ _unpack_from = ngx_channel_t._layout.unpack_from
 # Observers of every message this process writes (ngxlab.lab.trace records
 # the master's traffic with it). Empty, it costs one truthiness test.
 _observers: list = []
+
+# ngxlab's extension point (not nginx's; see ngxlab.beyond): a handler for
+# each command number nginx does not use. Only consulted for a descriptor
+# that came with a command other than OPEN_CHANNEL (here) and for a command
+# ngx_channel_handler does not know; empty, nothing changes.
+_extensions: dict = {}
 
 # Socket objects wrapping descriptor numbers. They are never closed through
 # this table: a descriptor is closed by number (os.close / ngx_close_channel)
@@ -282,6 +295,10 @@ def ngx_read_channel(s, ch, size, log, *, nginx_quirks=False):
             return NGX_ERROR
 
     if not nginx_quirks and len(fds) > (kept != -1):
+        extension = _extensions.get(ch.command)
+        if extension is not None:           # ngxlab's: see ngxlab.beyond
+            extension.descriptors(ch, fds, log)
+            return n
         stray = [fd for fd in fds if fd != kept]
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "recvmsg() returned %d unexpected descriptor(s) with "

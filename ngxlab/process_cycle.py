@@ -39,6 +39,10 @@ Deviations:
   but does not call ``ngx_debug_point`` (no ``debug_points`` directive), and
   its "open socket #N left" line names the descriptor only, not nginx's
   connection number and index.
+- ``ngx_channel_handler`` gives a command nginx does not know to the
+  handler registered for it in ``ngxlab.channel._extensions`` (see
+  ``ngxlab.beyond``), before the branch that logs it as unknown; with
+  nothing registered that branch is as before.
 - ``keep_inherited_channels`` (ngxlab's, off by default) skips the
   closing in ``ngx_worker_process_init``, to measure what it saves.
 - There is no cache manager or loader: ``ngx_start_cache_manager_processes``
@@ -682,6 +686,9 @@ def ngx_channel_handler(ev):
                               "close() channel failed")
 
             ngx_processes[ch.slot].channel[0] = -1
+
+        elif ch.command in ngx_ch._extensions:   # ngxlab's: ngxlab.beyond
+            ngx_ch._extensions[ch.command](ch, ev.log)
 
         elif not nginx_quirks:
             # nginx ignores an unknown command without a word
