@@ -228,7 +228,8 @@ def test_directory_sees_peers_the_frozen_table_misses():
             assert r["ngx_last_process"] == slot      # frozen at its fork
             assert r["directory"] == {str(s): p for s, p in pids.items() if s != slot}
             assert r["naive_directory"] == {str(s): pids[s] for s in range(slot)}
-        new = h.kill(1)
+        h.kill_worker(1)
+        new = h.slots[1]
         reports = h.reports()
         for slot in (0, 2):
             assert reports[slot]["directory"]["1"] == new
@@ -246,7 +247,8 @@ def test_respawned_receiver_a_handoff_in_its_channel_is_served_by_the_sender():
         during = fds_by_slot(h)
         senders = [s for s in (0, 1) if during[s] == before[s] + 1]
         assert len(senders) == 1 and during[2] == before[2]
-        new = h.kill(2)                       # the master closes the pair:
+        assert h.kill_worker(2) == old        # the master closes the pair:
+        new = h.slots[2]
         reply = read_reply(inflight)          # the queued message is dropped
         assert reply.status == 200 and reply.slot == senders[0]
         log_has(h, rf"handoff to slot 2 pid {old} was not taken before it exited")
@@ -265,7 +267,7 @@ def test_without_acknowledgement_a_handoff_in_flight_is_lost():
         h.pause(2)
         inflight = send_request(h.port, h.path_for(2))
         wait_until(lambda: h.queued(2) == SIZE, 3, "the HANDOFF in slot 2's channel")
-        h.kill(2)
+        h.kill_worker(2)
         with pytest.raises(NoAnswer):
             read_reply(inflight)
         wait_until(lambda: fds_by_slot(h) == before, 3, "the descriptors of before")
@@ -349,7 +351,7 @@ def test_malformed_handoffs_that_cost_the_channel():
             log_has(h, r"not enough data: 8")
             assert client_sees_close(client)
         assert not reads_channel(h, 2)
-        h.kill(2)
+        h.kill_worker(2)
 
         # a command of ngxlab's namespace nobody registered, with a
         # descriptor: today's safe default (closed, and the channel with it)
@@ -361,7 +363,7 @@ def test_malformed_handoffs_that_cost_the_channel():
             log_has(h, r"with channel command 7955459672025071625, closed")
             assert client_sees_close(client)
         assert not reads_channel(h, 1)
-        h.kill(1)
+        h.kill_worker(1)
         assert h.census().is_full_mesh(3)
 
 

@@ -16,6 +16,8 @@ Pythonic, keyword arguments, exceptions instead of return codes:
 - ``Nginx``: a real nginx in a temporary prefix — ``ngxlab.lab.nginx``
 - ``parse_strace``, ``ChannelMessage``, ``trace_run``: channel traffic as
   events, from nginx or ngxlab under strace — ``ngxlab.lab.trace``
+- ``HandoffMaster``: workers that hand accepted connections to each other
+  over the mesh (what nginx never does) — ``ngxlab.lab.handoff``
 - ``bench``: what a message costs — ``ngxlab.lab.bench``
 """
 
@@ -32,6 +34,7 @@ _exports = {
     "parse_strace": "trace", "parse_trace": "trace", "ChannelMessage": "trace",
     "sequence": "trace", "diff_sequences": "trace", "trace_run": "trace",
     "record_channel": "trace",
+    "HandoffMaster": "handoff",
 }
 
 __all__ = sorted(_exports)

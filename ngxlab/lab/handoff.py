@@ -284,7 +284,7 @@ class HandoffMaster:
         try:
             beyond.install(self.master.cycle, acknowledge=self._acknowledge,
                            record=self._record, reports=self.reports_dir)
-            self.master.start()
+            self.master.spawn()
             self.master.wait_mesh()
         except BaseException:
             self.close()
@@ -359,7 +359,7 @@ class HandoffMaster:
                 os.unlink(self._report_path(pid))
             except FileNotFoundError:
                 pass
-        self.master.reopen()
+        self.master.signal("reopen")
         deadline = time.monotonic() + timeout
         out = {}
         while True:
@@ -404,14 +404,15 @@ class HandoffMaster:
             except ProcessLookupError:
                 pass
 
-    def kill(self, slot):
+    def kill_worker(self, slot):
         """SIGKILL the worker in ``slot`` and reap it as the master does
         (its pair closed, CLOSE_CHANNEL to the others, a new worker in the
-        same slot, OPEN_CHANNEL); return the new pid."""
+        same slot, OPEN_CHANNEL); return the victim's pid, as every
+        runner's ``kill_worker`` does (``slots[slot]`` is the new one)."""
         self._paused.discard(slot)
-        new = self.master.kill(slot)
+        old = self.master.kill_worker(slot)
         self.master.wait_mesh()
-        return new
+        return old
 
 
 def _wait_state(pid, states, timeout=5.0):
