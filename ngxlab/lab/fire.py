@@ -109,17 +109,19 @@ class UnderLoad:
     """One system, one action (``"reload"`` or ``"upgrade"``), the load
     running throughout. ``load``: what the client saw (its ``marks`` are the
     signals, on its timeline). ``steps_ms``: how long each step took, by
-    name: for a reload ``settle`` (HUP until the new generation's mesh is
-    full and the old one gone), one per reload; for an upgrade ``new``
-    (USR2 until the new master's mesh is full), ``winch`` (WINCH until the
-    old workers are gone) and ``quit`` (QUIT until the old master is
-    gone)."""
+    name: for a reload ``settle`` (HUP until the old generation is gone and
+    the new one's mesh whole, seen through ``/proc`` by :func:`mesh_whole`),
+    one per reload; for an upgrade ``new`` (USR2 until the new master's
+    mesh is whole), ``winch`` (WINCH until the old workers are gone) and
+    ``quit`` (QUIT until the old master is gone). ``census_full``: the
+    census after the load found the full mesh."""
 
     system: str
     action: str
     n: int
     load: LoadResult
     steps_ms: dict[str, list[float]] = field(default_factory=dict)
+    census_full: bool | None = None
 
     @property
     def failed(self) -> int:
@@ -131,12 +133,14 @@ class UnderLoad:
 
     def to_dict(self) -> dict:
         return {"system": self.system, "action": self.action, "n": self.n,
-                "load": self.load.to_dict(), "steps_ms": self.steps_ms}
+                "load": self.load.to_dict(), "steps_ms": self.steps_ms,
+                "census_full": self.census_full}
 
     @classmethod
     def from_dict(cls, d: dict) -> "UnderLoad":
         return cls(system=d["system"], action=d["action"], n=d["n"],
-                   load=LoadResult.from_dict(d["load"]), steps_ms=d["steps_ms"])
+                   load=LoadResult.from_dict(d["load"]), steps_ms=d["steps_ms"],
+                   census_full=d.get("census_full"))
 
 
 def reload_under_load(system: str, *, n: int = 4, reloads: int = 20, rate: float = 1000.0,
@@ -144,22 +148,28 @@ def reload_under_load(system: str, *, n: int = 4, reloads: int = 20, rate: float
                       binary=None, timeout: float = 20.0) -> UnderLoad:
     """Start ``system`` with ``n`` workers, run the load, and reload it
     ``reloads`` times (HUP, what ``nginx -s reload`` sends), waiting after
-    each until the new generation is whole and the old one gone, then
-    ``gap_s``; ``lead_s`` of load before the first and ``tail_s`` after
-    the last."""
+    each until the old generation is gone and the new one's mesh whole
+    (through ``/proc``: a census after every reload would load the machine
+    it measures), then ``gap_s``; ``lead_s`` of load before the first and
+    ``tail_s`` after the last; a census at the end."""
     settle = []
     with _runner(system, n, binary=binary, timeout=timeout) as r:
+        watch = _Watch.settled(r, system, n, timeout=timeout)
+        master = r.master_pid
         with Load(r.port, rate=rate, max_s=lead_s + tail_s + reloads * (timeout + gap_s)) \
                 as load:
             time.sleep(lead_s)
             for _ in range(reloads):
+                old = set(proc.children(master) or [])
                 t = load.mark("HUP")
                 r.send_signal(signal.SIGHUP)
-                r.wait_mesh(n, timeout=timeout)
-                settle.append(_ms(t, load.mark("settled")))
+                _seen, done, _kids = watch.whole(master, n, old, since=t)
+                settle.append(_ms(t, load.mark("settled", done)))
                 time.sleep(gap_s)
             time.sleep(tail_s)
-    return UnderLoad(system, "reload", n, load.result, {"settle": settle})
+        census = r.wait_mesh(n, timeout=timeout)
+    return UnderLoad(system, "reload", n, load.result, {"settle": settle},
+                     census.is_full_mesh(n))
 
 
 def _read_pid(path) -> int | None:
@@ -181,6 +191,7 @@ def upgrade_under_load(system: str, *, n: int = 4, rate: float = 1000.0, lead_s:
     is gone."""
     steps: dict[str, list[float]] = {}
     with _runner(system, n, daemon=True, binary=binary, timeout=timeout) as r:
+        watch = _Watch.settled(r, system, n, timeout=timeout)
         old = Proc.of(r.master_pid)
         with Load(r.port, rate=rate, max_s=lead_s + tail_s + 3 * (timeout + pause_s)) as load:
             time.sleep(lead_s)
@@ -189,8 +200,8 @@ def upgrade_under_load(system: str, *, n: int = 4, rate: float = 1000.0, lead_s:
             new = r.wait_for(lambda: (p := _read_pid(r.pid_path)) not in (None, old.pid)
                              and proc.alive(p) and p, timeout, what="a new master in the pid file")
             r.follow(new)
-            r.wait_mesh(n, timeout=timeout)
-            steps["new"] = [_ms(t, load.mark("new workers ready"))]
+            _seen, done, _kids = watch.whole(new, n, since=t)
+            steps["new"] = [_ms(t, load.mark("new workers ready", done))]
             time.sleep(pause_s)
             t = load.mark("WINCH")
             old.kill(signal.SIGWINCH)
@@ -203,7 +214,8 @@ def upgrade_under_load(system: str, *, n: int = 4, rate: float = 1000.0, lead_s:
             r.wait_for(lambda: not old.alive(), timeout, what="the old master gone after QUIT")
             steps["quit"] = [_ms(t, load.mark("old master gone"))]
             time.sleep(tail_s)
-    return UnderLoad(system, "upgrade", n, load.result, steps)
+        census = r.wait_mesh(n, timeout=timeout)
+    return UnderLoad(system, "upgrade", n, load.result, steps, census.is_full_mesh(n))
 
 
 # -- the kill storm -------------------------------------------------------------------
@@ -234,6 +246,61 @@ def mesh_whole(master: int, workers, sockets_per_worker: int) -> bool:
         if socks is None or len(socks) != sockets_per_worker or not socks <= held:
             return False
     return True
+
+
+class _Watch:
+    """Polls ``/proc`` for one master until its mesh is whole again after a
+    change (a kill, a reload, a new binary), keeping the cost of its polls.
+    ``per_worker``: the sockets of a settled worker, from a census taken
+    before the change."""
+
+    def __init__(self, r: Runner, system: str, per_worker: int, *, poll_interval: float,
+                 timeout: float):
+        self.r, self.system, self.per_worker = r, system, per_worker
+        self.poll_interval, self.timeout = poll_interval, timeout
+        self.polls = 0
+        self.spent = 0.0
+
+    @classmethod
+    def settled(cls, r: Runner, system: str, n: int, *, poll_interval: float = 0.0002,
+                timeout: float = 20.0) -> "_Watch":
+        """Wait for the full mesh (a census) and learn a worker's sockets from it."""
+        c = r.wait_mesh(n, timeout=timeout)
+        return cls(r, system, len(_sockets(c.workers[0].pid) or ()),
+                   poll_interval=poll_interval, timeout=timeout)
+
+    @property
+    def poll_us(self) -> float:
+        return round(self.spent / max(self.polls, 1) * 1e6, 2)
+
+    def whole(self, master: int, n: int, gone=frozenset(), since: float | None = None
+              ) -> tuple[float, float, list[int]]:
+        """Poll until ``master`` has ``n`` children, none of ``gone``, and
+        :func:`mesh_whole` says yes. Returns (when the ``n`` children were
+        first seen, when the mesh was whole, the children), the times on
+        ``time.monotonic()``, the clock of the load's marks."""
+        clock = time.monotonic
+        since = clock() if since is None else since
+        seen = None
+        while True:
+            a = clock()
+            kids = proc.children(master)
+            if kids is None:
+                raise FireError(f"{self.system}: master {master} is gone" + _tail(self.r))
+            ok = len(kids) == n and not gone.intersection(kids)
+            if ok and seen is None:
+                seen = a
+            ok = ok and mesh_whole(master, kids, self.per_worker)
+            b = clock()
+            self.polls += 1
+            self.spent += b - a
+            if ok:
+                return seen, a, kids
+            if b - since > self.timeout:
+                raise FireError(f"{self.system}: the mesh of master {master} was not whole "
+                                f"{self.timeout} s after the change ({len(kids)} children)"
+                                + _tail(self.r))
+            time.sleep(self.poll_interval)
 
 
 @dataclass
@@ -319,8 +386,7 @@ def kill_storm(system: str, *, n: int = 4, kills: int = 1000, seed: int = 1,
     end (``Runner.wait_mesh``)."""
     rng = random.Random(seed)
     replaced, whole, mfds, wmin, wmax, zombies = [], [], [], [], [], []
-    rereads = polls = 0
-    spent = 0.0
+    rereads = 0
     started = time.monotonic()
     with _runner(system, n, binary=binary, timeout=timeout) as r, \
             report.progress_bar(progress, kills, f"kill storm, {system}") as bar:
@@ -332,35 +398,17 @@ def kill_storm(system: str, *, n: int = 4, kills: int = 1000, seed: int = 1,
             raise FireError(f"{system}: the workers differ in their descriptors at the "
                             f"start:\n{c0.table()}")
         base_worker = totals.pop()
-        per_worker = len(_sockets(c0.workers[0].pid) or ())
-        clock = time.perf_counter
+        watch = _Watch(r, system, len(_sockets(c0.workers[0].pid) or ()),
+                       poll_interval=poll_interval, timeout=timeout)
         for _ in range(kills):
             slots = r.wait_for(lambda: (s := r.slots) and len(s) == n
                                and set(s.values()) == set(proc.children(master) or []) and s,
                                timeout, what="the master's table")
-            t0 = clock()
+            t0 = time.monotonic()
             victim = r.kill_worker(rng.choice(sorted(slots)))
-            seen = None
-            while True:
-                a = clock()
-                kids = proc.children(master)
-                if kids is None:
-                    raise FireError(f"{system}: the master is gone" + _tail(r))
-                ok = len(kids) == n and victim not in kids
-                if ok and seen is None:
-                    seen = a
-                ok = ok and mesh_whole(master, kids, per_worker)
-                b = clock()
-                polls += 1
-                spent += b - a
-                if ok:
-                    break
-                if b - t0 > timeout:
-                    raise FireError(f"{system}: the mesh was not whole {timeout} s after "
-                                    f"killing worker {victim}" + _tail(r))
-                time.sleep(poll_interval)
+            seen, done, kids = watch.whole(master, n, {victim}, since=t0)
             replaced.append(_ms(t0, seen))
-            whole.append(_ms(t0, a))
+            whole.append(_ms(t0, done))
             count, again = _settled_count(master, base_master)
             mfds.append(count)
             rereads += again
@@ -381,7 +429,7 @@ def kill_storm(system: str, *, n: int = 4, kills: int = 1000, seed: int = 1,
         census_full=c1.is_full_mesh(n), census_summary=c1.summary(),
         census_master_channel=c1.master.channel_fds,
         census_worker_channel=[w.channel_fds for w in c1.workers], rereads=rereads,
-        poll_us=round(spent / max(polls, 1) * 1e6, 2),
+        poll_us=watch.poll_us,
         duration_s=round(time.monotonic() - started, 3))
 
 
