@@ -18,6 +18,7 @@ under ``no_unexpected_alerts``.
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import socket
@@ -28,7 +29,7 @@ from importlib import resources
 
 import pytest
 
-from ngxlab.lab import fire, load, proc
+from ngxlab.lab import bench, figures, fire, load, proc
 from ngxlab.lab.load import FAILURES, Load, LoadResult, probe
 from ngxlab.lab.proc import Proc
 from ngxlab.lab.run import MasterProcess
@@ -288,3 +289,36 @@ def test_the_recording_is_labelled_and_reads_back():
     for st in uf.storm.values():
         assert len(st.whole_ms) == st.kills == uf.params["kills"]
     assert "kill storm" in uf.table()
+
+
+def _draw_recording():
+    rec = json.loads(resources.files("ngxlab.lab").joinpath(fire.RECORDED).read_text())
+    uf = fire.UnderFire.from_dict(rec["under_fire"])
+    figs = (figures.plot_under_load(uf.reload, title="reloads", machine=uf.machine),
+            figures.plot_under_load(uf.upgrade), figures.plot_storm(uf.storm),
+            figures.plot_master_kill(uf.master_kill))
+    for fig in figs:
+        fig.savefig(io.BytesIO(), format="png")
+    return figs
+
+
+@pytest.fixture(scope="module")
+def matplotlib_fonts():
+    """Draw the figures once before the leak guard's first look: matplotlib
+    keeps every font file it has rendered with open, in a process-wide
+    cache, for the life of the process (a cache, not a leak)."""
+    _draw_recording()
+
+
+def test_the_figures_draw_from_the_recording(matplotlib_fonts):
+    for fig in _draw_recording():
+        assert fig.get_figwidth() == pytest.approx(7.5)      # the book's column
+
+
+def test_the_kept_bench_run_keeps_the_storm_summary_not_its_lists(tmp_path):
+    rec = json.loads(resources.files("ngxlab.lab").joinpath(fire.RECORDED).read_text())
+    kept = bench.save({"under_fire": rec["under_fire"]}, tmp_path / "kept.json")
+    st = kept["under_fire"]["storm"]["ngxlab"]
+    assert "whole_ms" not in st and st["whole_ms_count"] == rec["under_fire"]["params"]["kills"]
+    assert st["respawn"] == rec["under_fire"]["storm"]["ngxlab"]["respawn"] and st["flat"]
+    assert json.loads((tmp_path / "kept.json").read_text()) == kept
