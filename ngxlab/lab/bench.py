@@ -16,9 +16,10 @@ in this order, interleaved inside each measurement:
   SIGKILLs of a random worker (respawn times, descriptor counts, zombies,
   the census at the end); SIGKILL of the master (do the workers go?);
 
-Each of the three is a section (:data:`SECTIONS`: ``cost``, ``mesh``,
+Each of the three is a section (``SECTIONS``: ``cost``, ``mesh``,
 ``under-fire``); ``ngxlab bench --only SECTION`` runs one. ``--quick``
-runs every section in a short form (:data:`QUICK`, ``fire.QUICK``).
+runs every section in a short form (``QUICK``, and
+:data:`ngxlab.lab.fire.QUICK`).
 
 It then writes ``results.json`` (every median, the machine it ran on, the
 command), prints the ratios beside the targets the book tracks
@@ -66,7 +67,7 @@ SAVED = report.SAVED
 
 def run(out_dir, quick: bool = False, progress: bool = True,
         sections=SECTIONS) -> dict:
-    """Run the measurements of ``sections`` (all of :data:`SECTIONS` by
+    """Run the measurements of ``sections`` (all of ``SECTIONS`` by
     default), write ``results.json`` (and the PNG figures, with matplotlib)
     into ``out_dir``, print the ratios against their references and targets
     with the machine, and return the results (the content of

@@ -59,7 +59,7 @@ __all__ = [
     "FireError", "UnderLoad", "StormResult", "MasterKillResult", "UnderFire",
     "SYSTEMS", "FULL", "BOOK", "QUICK", "reload_under_load", "upgrade_under_load",
     "kill_storm", "mesh_whole", "master_kill", "under_fire", "record_under_fire",
-    "RECORDED",
+    "RECORDED", "MASTER_KILL_VARIANTS",
 ]
 
 SYSTEMS = ("ngxlab", "nginx")
@@ -70,6 +70,11 @@ BOOK = dict(n=4, rate=1000.0, reloads=20, kills=100, hold_s=0.5)
 QUICK = dict(n=2, rate=500.0, reloads=3, kills=20, hold_s=0.3)
 
 RECORDED = "data/recorded_under_fire.json"      # in ngxlab.lab's package data
+
+# How often the masters are looked at while the load runs (s): one look at
+# /proc costs a few hundred µs, and a tighter loop would take a core from
+# the programs it watches (the kill storm, with no load, polls every 0.2 ms)
+LOAD_POLL = 0.002
 
 
 class FireError(RuntimeError):
@@ -154,7 +159,7 @@ def reload_under_load(system: str, *, n: int = 4, reloads: int = 20, rate: float
     ``tail_s`` after the last; a census at the end."""
     settle = []
     with _runner(system, n, binary=binary, timeout=timeout) as r:
-        watch = _Watch.settled(r, system, n, timeout=timeout)
+        watch = _Watch.settled(r, system, n, poll_interval=LOAD_POLL, timeout=timeout)
         master = r.master_pid
         with Load(r.port, rate=rate, max_s=lead_s + tail_s + reloads * (timeout + gap_s)) \
                 as load:
@@ -191,14 +196,15 @@ def upgrade_under_load(system: str, *, n: int = 4, rate: float = 1000.0, lead_s:
     is gone."""
     steps: dict[str, list[float]] = {}
     with _runner(system, n, daemon=True, binary=binary, timeout=timeout) as r:
-        watch = _Watch.settled(r, system, n, timeout=timeout)
+        watch = _Watch.settled(r, system, n, poll_interval=LOAD_POLL, timeout=timeout)
         old = Proc.of(r.master_pid)
         with Load(r.port, rate=rate, max_s=lead_s + tail_s + 3 * (timeout + pause_s)) as load:
             time.sleep(lead_s)
             t = load.mark("USR2")
             r.send_signal(signal.SIGUSR2)
             new = r.wait_for(lambda: (p := _read_pid(r.pid_path)) not in (None, old.pid)
-                             and proc.alive(p) and p, timeout, what="a new master in the pid file")
+                             and proc.alive(p) and p, timeout, interval=LOAD_POLL,
+                             what="a new master in the pid file")
             r.follow(new)
             _seen, done, _kids = watch.whole(new, n, since=t)
             steps["new"] = [_ms(t, load.mark("new workers ready", done))]
@@ -206,12 +212,13 @@ def upgrade_under_load(system: str, *, n: int = 4, rate: float = 1000.0, lead_s:
             t = load.mark("WINCH")
             old.kill(signal.SIGWINCH)
             r.wait_for(lambda: set(proc.children(old.pid) or []) <= {new}, timeout,
-                       what="the old workers gone after WINCH")
+                       interval=LOAD_POLL, what="the old workers gone after WINCH")
             steps["winch"] = [_ms(t, load.mark("old workers gone"))]
             time.sleep(pause_s)
             t = load.mark("QUIT")
             old.kill(signal.SIGQUIT)
-            r.wait_for(lambda: not old.alive(), timeout, what="the old master gone after QUIT")
+            r.wait_for(lambda: not old.alive(), timeout, interval=LOAD_POLL,
+                       what="the old master gone after QUIT")
             steps["quit"] = [_ms(t, load.mark("old master gone"))]
             time.sleep(tail_s)
         census = r.wait_mesh(n, timeout=timeout)
@@ -262,8 +269,8 @@ class _Watch:
         self.spent = 0.0
 
     @classmethod
-    def settled(cls, r: Runner, system: str, n: int, *, poll_interval: float = 0.0002,
-                timeout: float = 20.0) -> "_Watch":
+    def settled(cls, r: Runner, system: str, n: int, *, poll_interval: float,
+                timeout: float) -> "_Watch":
         """Wait for the full mesh (a census) and learn a worker's sockets from it."""
         c = r.wait_mesh(n, timeout=timeout)
         return cls(r, system, len(_sockets(c.workers[0].pid) or ()),

@@ -296,7 +296,7 @@ class Nginx(Runner):
     def follow(self, pid: int | None = None) -> int:
         """Follow another master from now on: ``pid``, or the one the pid file
         names (after a binary upgrade, USR2, the new one). The old one is
-        still stopped by :meth:`stop`; the slot model starts again from the
+        still stopped by ``stop()``; the slot model starts again from the
         new master's workers (a new binary fills its own table from slot 0).
         Returns the pid."""
         if pid is None:
