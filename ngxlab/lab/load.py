@@ -19,15 +19,17 @@ listening socket and ``accept()``, which is what a reload and a binary
 upgrade hand from one generation of processes to the next. Each ends in
 exactly one of :data:`OUTCOMES`:
 
-``ok``       status 200 and as many body bytes as ``Content-Length`` says
-``refused``  ``connect()`` failed with ECONNREFUSED: nothing listened on the port
-``reset``    ECONNRESET or EPIPE: the connection was taken, then dropped
-             (e.g. a listening socket closed with connections in its queue)
-``status``   an answer whose status is not 200
-``short``    end of file before a complete answer (no status line, a short body)
-``timeout``  no complete answer within ``timeout`` seconds (a connection left
-             in a queue that nobody accepts from)
-``error``    any other error, counted by its errno name in ``errors``
+- ``ok``: status 200 and as many body bytes as ``Content-Length`` says;
+- ``refused``: ``connect()`` failed with ECONNREFUSED: nothing listened on
+  the port;
+- ``reset``: ECONNRESET or EPIPE: the connection was taken, then dropped
+  (e.g. a listening socket closed with connections in its queue);
+- ``status``: an answer whose status is not 200;
+- ``short``: end of file before a complete answer (no status line, a short
+  body);
+- ``timeout``: no complete answer within ``timeout`` seconds (a connection
+  left in a queue that nobody accepts from);
+- ``error``: any other error, counted by its errno name in ``errors``.
 
 Times are ``time.monotonic()``, the same clock in every process of the
 machine, so that the moments a caller signals a master (:meth:`Load.mark`)
@@ -178,6 +180,8 @@ class LoadResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LoadResult":
+        """The inverse of :meth:`to_dict`: the summary, the timeline and
+        the marks, without the per-request lists."""
         return cls(rate=d["rate"], concurrency=d["concurrency"], timeout=d["timeout"], t0=0.0,
                    duration_s=d["duration_s"], counts=dict(d["counts"]),
                    errors=dict(d["errors"]), marks=[(t, k) for t, k in d["marks"]],
@@ -429,6 +433,8 @@ class Load:
         self._out: str | None = None
 
     def start(self) -> "Load":
+        """Start the client and return once it has started its loop (its
+        ``t0`` is known)."""
         fd, self._out = tempfile.mkstemp(prefix="ngxlab-load-", suffix=".json")
         os.close(fd)
         argv = [sys.executable, "-m", "ngxlab.lab.load", str(self.port), "--rate", str(self.rate),
