@@ -4,7 +4,7 @@
     ngxlab run --workers 4 --prefix DIR [--listen 127.0.0.1:PORT] [--daemon]
     ngxlab signal {stop,quit,reopen,reload} --prefix DIR
     ngxlab topology --pid PID [--json]
-    ngxlab bench [--quick] [--out DIR]
+    ngxlab bench [--quick] [--out DIR] [--only cost|mesh|under-fire ...]
 
 Exit status: 0 on success, 1 when the thing asked for failed (a port in
 use, no pid file, a signal that could not be sent), 2 for a usage error.
@@ -162,6 +162,13 @@ def _parser():
                        help="output folder (default bench-out)")
     bench.add_argument("--no-progress", action="store_true",
                        help="no progress bar")
+    bench.add_argument("--only", nargs="+", metavar="SECTION",
+                       choices=("cost", "mesh", "under-fire"),
+                       help="run only these sections: cost (a channel message, descriptors "
+                            "per second, forks), mesh (start-up, quit and descriptors against "
+                            "N, beside nginx), under-fire (reloads and a binary upgrade under "
+                            "load, a kill storm, the master's death, beside nginx); default: "
+                            "all three")
     return parser
 
 
@@ -255,7 +262,8 @@ def read_table(prefix, pid=None):
 
 def _bench(args):
     from ngxlab.lab import bench
-    bench.run(args.out, quick=args.quick, progress=not args.no_progress)
+    bench.run(args.out, quick=args.quick, progress=not args.no_progress,
+              sections=args.only or bench.SECTIONS)
     return 0
 
 

@@ -1,7 +1,8 @@
 """`ngxlab bench --quick` runs end to end (CI runs it so the command never
 rots): it exits 0, prints the ratio table with the machine it ran on, and
 writes results.json, whose every ratio is the ratio of the two medians it
-records, and its figures. No timing is asserted."""
+records, and its figures; `--only` runs one section. No timing is
+asserted."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 
-from ngxlab.lab import bench
+from ngxlab.lab import bench, fire
 
 
 @pytest.mark.timeout(240)
@@ -57,8 +58,49 @@ def test_bench_quick_writes_results_and_figures(tmp_path, nginx_bin, cc):
     assert all(c["matches_formula"] for c in r["descriptors_vs_n"]["counts"])
     assert r["scm_rights_limit"] == {"253": "ok", "254": "EINVAL"}
 
+    # under fire, in its short form: nothing lost, the storm flat, the ratios of its medians
+    assert r["sections"] == list(bench.SECTIONS)
+    uf = r["under_fire"]
+    assert uf["params"] == fire.QUICK and uf["nginx_skipped"] is None
+    for action in ("reload", "upgrade"):
+        for system in fire.SYSTEMS:
+            assert uf[action][system]["load"]["summary"]["failed"] == 0, (action, system)
+    for system in fire.SYSTEMS:
+        st = uf["storm"][system]
+        assert st["flat"] and st["max_zombies"] == 0 and st["census_full"]
+    row = next(x for x in r["ratios"]
+               if x["measure"] == "kill storm: respawn to a whole mesh, median")
+    assert row["ratio"] == pytest.approx(
+        statistics.median(uf["storm"]["ngxlab"]["whole_ms"])
+        / statistics.median(uf["storm"]["nginx"]["whole_ms"]), rel=1e-2)
+    assert uf["master_kill"]["ngxlab"]["alive_after"] == 0
+    assert uf["master_kill"]["nginx"]["alive_after"] == fire.QUICK["n"]
+    assert "kill storm" in text and "master SIGKILL" in text
+
     assert r["figures_skipped"] is None
     assert r["figures"] == ["round_trip_cdf.png", "fds_per_second.png", "startup_to_mesh.png",
-                            "quit_to_exit.png", "descriptors_vs_n.png"]
+                            "quit_to_exit.png", "descriptors_vs_n.png", "reload_under_load.png",
+                            "upgrade_under_load.png", "kill_storm.png", "master_kill.png"]
     for png in r["figures"]:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+@pytest.mark.timeout(120)
+def test_bench_only_one_section(tmp_path):
+    out = tmp_path / "bench"
+    done = subprocess.run(
+        [sys.executable, "-m", "ngxlab", "bench", "--quick", "--only", "cost", "--out", str(out),
+         "--no-progress"], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads((out / "results.json").read_text())
+    assert r["sections"] == ["cost"] and r["command"] == "ngxlab bench --quick --only cost"
+    assert "round_trip" in r and "startup_to_mesh" not in r and "under_fire" not in r
+    assert r["figures"] == ["round_trip_cdf.png", "fds_per_second.png"]
+
+
+def test_bench_refuses_an_unknown_section(tmp_path):
+    with pytest.raises(ValueError, match="sections"):
+        bench.run(tmp_path, quick=True, progress=False, sections=("cost", "nope"))
+    done = subprocess.run([sys.executable, "-m", "ngxlab", "bench", "--only", "nope"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "invalid choice" in done.stderr

@@ -10,8 +10,18 @@ in this order, interleaved inside each measurement:
   (:mod:`ngxlab.lab.timing`) and how many descriptors each process holds
   (:mod:`ngxlab.lab.descriptors`); without nginx its side is reported as
   skipped, with the reason, never estimated;
+- under fire (:mod:`ngxlab.lab.fire`): the same bounded load on ngxlab and
+  on nginx while each is reloaded 20 times, and while its binary is
+  upgraded (failed requests by kind, the request-rate timeline); 1,000
+  SIGKILLs of a random worker (respawn times, descriptor counts, zombies,
+  the census at the end); SIGKILL of the master (do the workers go?);
 
-then writes ``results.json`` (every median, the machine it ran on, the
+Each of the three is a section (``SECTIONS``: ``cost``, ``mesh``,
+``under-fire``); ``ngxlab bench --only SECTION`` runs one. ``--quick``
+runs every section in a short form (``QUICK``, and
+:data:`ngxlab.lab.fire.QUICK`).
+
+It then writes ``results.json`` (every median, the machine it ran on, the
 command), prints the ratios beside the targets the book tracks
 (:data:`TARGETS`; a missed target says NO), and draws the figures
 (:mod:`ngxlab.lab.figures`) when matplotlib is installed; without it the
@@ -34,12 +44,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ngxlab.lab import cost, descriptors, fdpass, report, timing
+from ngxlab.lab import cost, descriptors, fdpass, fire, report, timing
 from ngxlab.lab.compare import row
 from ngxlab.lab.nginx import nginx_available
 from ngxlab.lab.report import loadavg, machine_info
 
-__all__ = ["TARGETS", "FULL", "QUICK", "SAVED", "run", "save", "saved", "record_mesh"]
+__all__ = ["TARGETS", "FULL", "QUICK", "SECTIONS", "SAVED", "run", "save", "saved",
+           "record_mesh"]
 
 TARGETS = cost.TARGETS + timing.TARGETS
 
@@ -49,63 +60,99 @@ FULL = dict(n=20_000, batch=20, rounds=10, fd_seconds=2.0, fd_rounds=5, fd_inter
 QUICK = dict(n=400, batch=10, rounds=4, fd_seconds=0.12, fd_rounds=2, fd_interval=0.02,
              forks=10, fork_rounds=2, ns=timing.QUICK_NS, repeats=1)
 
+SECTIONS = ("cost", "mesh", "under-fire")
+
 SAVED = report.SAVED
 
 
-def run(out_dir, quick: bool = False, progress: bool = True) -> dict:
-    """Run every measurement, write ``results.json`` (and the PNG figures,
-    with matplotlib) into ``out_dir``, print the ratios against their
-    references and targets with the machine, and return the results (the
-    content of ``results.json``). ``quick``: small samples, for a smoke run;
-    the numbers are then rough."""
+def run(out_dir, quick: bool = False, progress: bool = True,
+        sections=SECTIONS) -> dict:
+    """Run the measurements of ``sections`` (all of ``SECTIONS`` by
+    default), write ``results.json`` (and the PNG figures, with matplotlib)
+    into ``out_dir``, print the ratios against their references and targets
+    with the machine, and return the results (the content of
+    ``results.json``). ``quick``: small samples, for a smoke run; the
+    numbers are then rough."""
+    sections = tuple(sections)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown or not sections:
+        raise ValueError(f"sections must be among {SECTIONS}, not {sorted(unknown)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     p = QUICK if quick else FULL
     started = time.monotonic()
     machine = machine_info()
-
-    steps = (p["rounds"] * len(cost.ROUND_TRIP_VARIANTS) * 2
-             + p["fd_rounds"] * 2 * len(fdpass.FDS_PER_MESSAGE) + p["fork_rounds"] * 2)
-    with report.progress_bar(progress, steps, "ngxlab bench") as bar:
-        common = dict(n=p["n"], batch=p["batch"], rounds=p["rounds"], reference="raw",
-                      placement=cost.ROUND_TRIP_PLACEMENT, progress=bar)
-        no_fd = cost.round_trips(cost.ROUND_TRIP_VARIANTS, with_fd=False, **common)
-        one_fd = cost.round_trips(cost.ROUND_TRIP_VARIANTS, with_fd=True, **common)
-        fds = [fdpass.fds_per_second(k, seconds=p["fd_seconds"], rounds=p["fd_rounds"],
-                                     interval=p["fd_interval"], placement=fdpass.FDS_PLACEMENT,
-                                     progress=bar)
-               for k in fdpass.FDS_PER_MESSAGE]
-        forks = cost.fork_rate(forks=p["forks"], rounds=p["fork_rounds"], progress=bar)
-    limit = fdpass.scm_rights_limit()
-
-    startup = timing.startup_to_mesh(p["ns"], p["repeats"], quick=quick, measure_quit=True,
-                                      progress=progress)
-    quit_ = timing.quit_to_exit(reuse=startup)
-    desc = descriptors.descriptors_vs_n(p["ns"], quick=quick, progress=progress)
-
-    rows = cost.ratio_table([no_fd, one_fd], fds)
-    rows.append(report_row(forks))
-    rows += startup.ratios() + quit_.ratios()
-
     results: dict[str, Any] = {
         "machine": asdict(machine),
         "machine_line": machine.line(),
         "quick": quick,
-        "command": "ngxlab bench" + (" --quick" if quick else ""),
+        "command": "ngxlab bench" + (" --quick" if quick else "")
+                   + ("" if sections == SECTIONS else " --only " + " ".join(sections)),
+        "sections": list(sections),
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()},
-        "round_trip": {"no_descriptor": {k: s.to_dict() for k, s in no_fd.items()},
-                       "one_descriptor": {k: s.to_dict() for k, s in one_fd.items()}},
-        "fds_per_second": {str(s.params["per_message"]): s.to_dict() for s in fds},
-        "forks": forks.to_dict(),
-        "scm_rights_limit": {str(k): v for k, v in limit.items()},
-        "startup_to_mesh": startup.to_dict(),
-        "quit_to_exit": quit_.to_dict(),
-        "descriptors_vs_n": desc.to_dict(),
-        "ratios": rows,
+        "ratios": [],
         "targets": [asdict(t) for t in TARGETS],
         "figures": [],
         "figures_skipped": None,
     }
+    rows = results["ratios"]
+    drawn = []          # (file name, function of the figures module, its arguments, keywords)
+    printed = []
+
+    if "cost" in sections:
+        steps = (p["rounds"] * len(cost.ROUND_TRIP_VARIANTS) * 2
+                 + p["fd_rounds"] * 2 * len(fdpass.FDS_PER_MESSAGE) + p["fork_rounds"] * 2)
+        with report.progress_bar(progress, steps, "ngxlab bench") as bar:
+            common = dict(n=p["n"], batch=p["batch"], rounds=p["rounds"], reference="raw",
+                          placement=cost.ROUND_TRIP_PLACEMENT, progress=bar)
+            no_fd = cost.round_trips(cost.ROUND_TRIP_VARIANTS, with_fd=False, **common)
+            one_fd = cost.round_trips(cost.ROUND_TRIP_VARIANTS, with_fd=True, **common)
+            fds = [fdpass.fds_per_second(k, seconds=p["fd_seconds"], rounds=p["fd_rounds"],
+                                         interval=p["fd_interval"],
+                                         placement=fdpass.FDS_PLACEMENT, progress=bar)
+                   for k in fdpass.FDS_PER_MESSAGE]
+            forks = cost.fork_rate(forks=p["forks"], rounds=p["fork_rounds"], progress=bar)
+        limit = fdpass.scm_rights_limit()
+        rows += cost.ratio_table([no_fd, one_fd], fds)
+        rows.append(report_row(forks))
+        results.update({
+            "round_trip": {"no_descriptor": {k: s.to_dict() for k, s in no_fd.items()},
+                           "one_descriptor": {k: s.to_dict() for k, s in one_fd.items()}},
+            "fds_per_second": {str(s.params["per_message"]): s.to_dict() for s in fds},
+            "forks": forks.to_dict(),
+            "scm_rights_limit": {str(k): v for k, v in limit.items()},
+        })
+        drawn += [("round_trip_cdf.png", "plot_round_trips", ([no_fd, one_fd], machine), {}),
+                  ("fds_per_second.png", "plot_fds_per_second", (fds, machine), {})]
+        printed += [f"round trips: {no_fd['raw'].params['placement']}; "
+                    f"descriptors per second: {fds[0].params['placement']}",
+                    f"SCM_RIGHTS: {', '.join(f'{k} descriptors {v}' for k, v in limit.items())}"]
+
+    if "mesh" in sections:
+        startup = timing.startup_to_mesh(p["ns"], p["repeats"], quick=quick, measure_quit=True,
+                                          progress=progress)
+        quit_ = timing.quit_to_exit(reuse=startup)
+        desc = descriptors.descriptors_vs_n(p["ns"], quick=quick, progress=progress)
+        rows += startup.ratios() + quit_.ratios()
+        results.update({"startup_to_mesh": startup.to_dict(), "quit_to_exit": quit_.to_dict(),
+                        "descriptors_vs_n": desc.to_dict()})
+        drawn += [("startup_to_mesh.png", "plot_startup", (startup,), {}),
+                  ("quit_to_exit.png", "plot_quit", (quit_,), {}),
+                  ("descriptors_vs_n.png", "plot_descriptors", (desc,), {})]
+        printed = [startup.table(), quit_.table(), desc.table()] + printed
+
+    if "under-fire" in sections:
+        uf = fire.under_fire(**(fire.QUICK if quick else fire.FULL), progress=progress)
+        rows += uf.ratios()
+        results["under_fire"] = uf.to_dict()
+        drawn += [("reload_under_load.png", "plot_under_load", (uf.reload,),
+                   dict(title=f"{uf.params['reloads']} reloads (HUP)", machine=uf.machine)),
+                  ("upgrade_under_load.png", "plot_under_load", (uf.upgrade,),
+                   dict(title="binary upgrade (USR2, WINCH, QUIT)", machine=uf.machine)),
+                  ("kill_storm.png", "plot_storm", (uf.storm,), {}),
+                  ("master_kill.png", "plot_master_kill", (uf.master_kill,), {})]
+        printed.append(uf.table())
+
     try:
         # imported only now, after the measurements: matplotlib would make this
         # process several times bigger, and every fork measured above slower;
@@ -116,13 +163,8 @@ def run(out_dir, quick: bool = False, progress: bool = True) -> dict:
         results["figures_skipped"] = (f"figures skipped: {e} (pip install 'ngxlab[bench]' "
                                       f"installs matplotlib)")
     if figures is not None:
-        for name, fig in (("round_trip_cdf.png", figures.plot_round_trips([no_fd, one_fd],
-                                                                          machine)),
-                          ("fds_per_second.png", figures.plot_fds_per_second(fds, machine)),
-                          ("startup_to_mesh.png", figures.plot_startup(startup)),
-                          ("quit_to_exit.png", figures.plot_quit(quit_)),
-                          ("descriptors_vs_n.png", figures.plot_descriptors(desc))):
-            fig.savefig(out / name, dpi=110)
+        for name, func, args, kwargs in drawn:
+            getattr(figures, func)(*args, **kwargs).savefig(out / name, dpi=110)
             results["figures"].append(name)
     results["duration_s"] = round(time.monotonic() - started, 3)
     results["loadavg_end"] = loadavg()
@@ -131,12 +173,8 @@ def run(out_dir, quick: bool = False, progress: bool = True) -> dict:
         f.write("\n")
 
     report.print_rows(rows, machine)
-    print(startup.table())
-    print(quit_.table())
-    print(desc.table())
-    print(f"round trips: {no_fd['raw'].params['placement']}; "
-          f"descriptors per second: {fds[0].params['placement']}")
-    print(f"SCM_RIGHTS: {', '.join(f'{k} descriptors {v}' for k, v in limit.items())}")
+    for text in printed:
+        print(text)
     if results["figures_skipped"]:
         print(results["figures_skipped"], file=sys.stderr)
     print(f"took {results['duration_s']:.1f} s; results.json"
@@ -168,8 +206,12 @@ def save(results: dict, path: str | Path | None = None) -> dict:
                 trim(v)
 
     trim(kept)
-    for r in kept["startup_to_mesh"]["runs"]:
+    for r in kept.get("startup_to_mesh", {}).get("runs", []):
         r["detail"] = ""            # the census summary of each run: long
+    for st in kept.get("under_fire", {}).get("storm", {}).values():
+        for key in ("replaced_ms", "whole_ms", "master_fds", "worker_fds_min",
+                    "worker_fds_max", "zombies"):
+            st[key + "_count"] = len(st.pop(key))   # per kill: the summary stays
     with open(SAVED if path is None else path, "w") as f:
         json.dump(kept, f, indent=0, separators=(",", ":"))
         f.write("\n")

@@ -24,7 +24,7 @@ from ngxlab.lab.report import MachineInfo
 from ngxlab.lab.timing import STARTUP_TARGET, QuitResult, StartupResult
 
 __all__ = ["plot_round_trips", "plot_fds_per_second", "plot_startup", "plot_quit",
-           "plot_descriptors"]
+           "plot_descriptors", "plot_under_load", "plot_storm", "plot_master_kill"]
 
 _COLORS = {"ngxlab": "#1f77b4", "nginx": "#009639", "inprocess": "#7f7f7f",
            "ngxlab, no closing": "#d62728"}
@@ -263,4 +263,154 @@ def plot_descriptors(result: DescriptorsResult):
     ax2.set_title("Per worker: N, or N + k + 1 without the closing", fontsize=10)
     fig.suptitle(_title("Channel descriptors against N (census of settled meshes)",
                         result.machine), fontsize=10)
+    return fig
+
+
+# -- under fire (ngxlab.lab.fire) ---------------------------------------------------------
+
+
+def _log_ticks(axis) -> None:
+    """Plain numbers on a log axis: 1, 2, 5, 10, 20, 50, ..."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.1e}"[0] in "25"
+                                           else ""))
+
+
+def plot_under_load(runs, *, title: str | None = None, machine: MachineInfo | None = None):
+    """A matplotlib Figure of one action under load (``{system: UnderLoad}``
+    of :mod:`ngxlab.lab.fire`): per system, the requests answered per
+    second (bins of the timeline) with the bins that hold failed requests,
+    and the caller's marks, each signal shaded until what it started was
+    over (a reload: each HUP until the master settled; an upgrade: USR2,
+    WINCH and QUIT, labelled); below, the slowest answer of each bin,
+    counted from when the request was due, for both systems."""
+    systems = list(runs)
+    fig = Figure(figsize=(7.5, 2.0 * len(systems) + 2.3), layout="constrained")
+    axes = fig.subplots(len(systems) + 1, 1, sharex=True)
+    lat_ax = axes[-1]
+    top = max(max(runs[s].load.timeline()["ok_per_s"], default=0) for s in systems)
+    for ax, s in zip(axes, systems):
+        u = runs[s]
+        tl = u.load.timeline()
+        ax.step(tl["t_s"], tl["ok_per_s"], where="post", color=_COLORS[s], linewidth=1.1)
+        bad = [(t, k) for t, k in zip(tl["t_s"], tl["failed"]) if k]
+        if bad:
+            ax.plot([t for t, _ in bad], [0] * len(bad), "x", color="#d62728", markersize=8,
+                    clip_on=False, label="bins with failed requests")
+            ax.legend(fontsize=8, loc="lower right")
+        _draw_marks(ax, u.load.marks, labels=u.action != "reload")
+        ax.axhline(u.load.rate, color="black", linestyle=":", linewidth=0.8)
+        ax.set_ylim(0, top * 1.3 or 1)
+        ax.set_ylabel("answered per s")
+        f = u.failures
+        ax.set_title(f"{s}: {u.load.total} requests, {u.failed} failed"
+                     + (f" ({', '.join(f'{k} {v}' for k, v in f.items() if v)})"
+                        if u.failed else ""), fontsize=10, loc="left")
+        ax.grid(True, alpha=0.3)
+        lat = [(t, v) for t, v in zip(tl["t_s"], tl["latency_max_ms"]) if v is not None]
+        lat_ax.step([t for t, _ in lat], [v for _, v in lat], where="post", color=_COLORS[s],
+                    linewidth=1.1, label=s)
+    lat_ax.set_yscale("log")
+    _log_ticks(lat_ax.yaxis)
+    lat_ax.set_ylabel("slowest answer\nper bin (ms)")
+    lat_ax.set_xlabel("time since the load started (s)")
+    lat_ax.grid(True, which="both", alpha=0.3)
+    lat_ax.legend(fontsize=8, loc="upper right")
+    first = runs[systems[0]].load
+    fig.suptitle(_title(f"{title or runs[systems[0]].action}: {first.rate:g} requests/s "
+                        f"offered (dotted), bins of {first.timeline()['bin_ms']:g} ms", machine),
+                 fontsize=10)
+    return fig
+
+
+def _draw_marks(ax, marks, *, labels: bool) -> None:
+    """The caller's marks on a timeline, which come in pairs (a signal, then
+    the moment what it started was over): each pair shaded, its signal a
+    thin line, labelled with ``labels``."""
+    for (t, k), (t2, _done) in zip(marks[::2], marks[1::2]):
+        ax.axvspan(t / 1000, t2 / 1000, color="grey", alpha=0.18, linewidth=0)
+        ax.axvline(t / 1000, color="grey", linewidth=0.7)
+        if labels:
+            ax.annotate(k, (t / 1000, 1.0), xycoords=("data", "axes fraction"), fontsize=8,
+                        va="top", ha="left", xytext=(2, -2), textcoords="offset points")
+
+
+def plot_storm(storms):
+    """A matplotlib Figure of a kill storm (``{system: StormResult}``): the
+    distribution of respawn times (SIGKILL to a whole mesh, log scale,
+    median and p99 marked), and how far the master's and the workers'
+    descriptor counts were from their counts before the first kill, after
+    every respawn (flat: zero throughout)."""
+    fig = Figure(figsize=(7.5, 6.0), layout="constrained")
+    ax, ax2 = fig.subplots(2, 1)
+    for s, st in storms.items():
+        xs = sorted(st.whole_ms)
+        ys = [(i + 1) / len(xs) for i in range(len(xs))]
+        rs = st.respawn
+        ax.step(xs, ys, where="post", color=_COLORS[s], linewidth=1.4,
+                label=f"{s}: median {rs['median']:.1f}, p99 {rs['p99']:.1f}, "
+                      f"max {rs['max']:.1f} ms")
+        ax.plot([rs["median"]], [0.5], "o", color=_COLORS[s])
+        ax.plot([rs["p99"]], [0.99], "^", color=_COLORS[s])
+    ax.set_xscale("log")
+    _log_ticks(ax.xaxis)
+    ax.set_xlabel("SIGKILL of a worker → mesh whole again (ms, log scale)")
+    ax.set_ylabel("fraction of kills ≤ x")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Respawn time (o median, △ p99)", fontsize=10, loc="left")
+    series = []
+    for s, st in storms.items():
+        series += [(f"{s} master ({st.base_master_fds} at the start)", s, "-", "o",
+                    [x - st.base_master_fds for x in st.master_fds]),
+                   (f"{s} workers, fewest ({st.base_worker_fds})", s, "--", "s",
+                    [x - st.base_worker_fds for x in st.worker_fds_min]),
+                   (f"{s} workers, most ({st.base_worker_fds})", s, ":", "^",
+                    [x - st.base_worker_fds for x in st.worker_fds_max])]
+    worst = 1
+    for i, (label, s, style, mk, ys) in enumerate(series):
+        every = max(1, len(ys) // 8)
+        ax2.plot(range(1, len(ys) + 1), ys, style, color=_COLORS[s], marker=mk, markersize=5,
+                 markevery=(i * every // len(series), every), linewidth=1.2, label=label)
+        worst = max([worst] + [abs(y) for y in ys])
+    ax2.set_ylim(-worst - 1, worst + 1)
+    ax2.set_xlabel("kill number")
+    ax2.set_ylabel("descriptors held,\nchange since the start")
+    ax2.grid(True, alpha=0.3)
+    ax2.legend(fontsize=7, loc="upper center", ncol=2)
+    ax2.set_ylim(-worst - 1, worst + 1.8)
+    ax2.set_title("Descriptor counts after every respawn", fontsize=10, loc="left")
+    first = next(iter(storms.values()))
+    fig.suptitle(f"SIGKILL of a random worker, {first.kills} times, {first.n} workers",
+                 fontsize=10)
+    return fig
+
+
+def plot_master_kill(results):
+    """A matplotlib Figure: the workers still alive after SIGKILL of their
+    master (``{variant: MasterKillResult}``), against time (log scale)."""
+    fig = Figure(figsize=(7.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    look = {"ngxlab": (_COLORS["ngxlab"], "-", 2.0),
+            "ngxlab --nginx-orphans": ("#9467bd", "--", 1.6),
+            "nginx": (_COLORS["nginx"], "-", 3.5)}
+    first = 0.05
+    for v in sorted(results, key=lambda v: -look.get(v, ("", "", 1))[2]):
+        m = results[v]
+        hold = m.hold_s * 1000
+        pts = [(max(t, first), k) for t, k in m.alive] + [(hold, m.alive[-1][1])]
+        color, style, width = look.get(v, ("gray", "-", 1.5))
+        ans = m.answered
+        ax.step([t for t, _ in pts], [k for _, k in pts], style, where="post", color=color,
+                linewidth=width, label=f"{v}: {ans['ok']} of {sum(ans.values())} requests "
+                                       f"answered after {hold:g} ms")
+    ax.set_xscale("log")
+    _log_ticks(ax.xaxis)
+    ax.set_xlabel("time since SIGKILL of the master (ms, log scale)")
+    ax.set_ylabel("workers alive")
+    ax.set_ylim(-0.2, max(m.n for m in results.values()) + 0.8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="center left")
+    ax.set_title("The workers after kill -9 of their master", fontsize=10, loc="left")
     return fig
