@@ -18,19 +18,48 @@ Deviations:
 - ``sigsuspend`` becomes ``sigwaitinfo`` on the blocked set: the master takes
   a signal synchronously, then any others already pending, and runs
   ``ngx_signal_handler`` for each from the loop (see ``ngxlab.process``).
+  While messages wait in the write queue (below), the wait is a
+  ``sigtimedwait`` that the queue's SIGIO (or a half-second safety net) ends
+  to write them; the loop itself passes only when a signal came, as nginx's.
+- The two writes nginx marks ``TODO: NGX_AGAIN`` (OPEN_CHANNEL in
+  ``ngx_pass_open_channel``, at start-up, respawn and reload; the
+  CLOSE_CHANNEL broadcast in ``ngx_reap_children``) go through ngxlab's
+  write queue, ``ngxlab._pending``: a message that finds the receiver's
+  channel full is kept (an OPEN_CHANNEL with a ``dup()`` of its descriptor)
+  and written in order as soon as there is room, instead of being lost. The
+  master never blocks on it. A reaped slot's queue is dropped, a child
+  closes the duplicates it inherited, and ``ngx_signal_worker_processes``
+  sends QUIT, TERMINATE and REOPEN to a slot with a queue by ``kill()`` (as
+  nginx does when a channel write fails) rather than overtake the queue.
+  With ``nginx_quirks`` the messages are lost as in nginx.
+- An unknown command makes ``ngx_channel_handler`` log an alert "unknown
+  channel command N ignored"; nginx ignores it without a word, and so does
+  ngxlab with ``nginx_quirks``.
+- Observation points nginx does not have: ``_table_observers`` run at the
+  top of every pass of the master's loop (the command line writes the
+  process table to ``logs/ngxlab.slots`` with one, when it changed), and
+  ``_received`` after every message a worker reads (``lab.Master``'s
+  reports). Both are empty unless an instrument fills them.
 - The channel mesh in the worker is nginx's; ngxlab adds one descriptor: a
   pidfd of the master, registered with the event loop, so that a worker
   notices its master's death and exits within a second
   (``ngx_core_conf_t.watch_master``, on by default). nginx's workers live on
-  when the master is killed: with ``watch_master=0`` so do ngxlab's.
+  when the master is killed: with ``watch_master=0`` so do ngxlab's. If
+  ``pidfd_open`` fails (kernels before 5.3, or no descriptor left) the
+  worker's init exits with code 2, which is not respawned.
+- There are no modules, so no ``init_process`` loop, no ``exit_process``
+  hooks in ``ngx_worker_process_exit`` and no ``exit_master`` hooks in
+  ``ngx_master_process_exit``: ``ngx_worker_process_init`` calls the two
+  hooks ngxlab has (the event loop, the listening sockets), each fatal on
+  ``NGX_ERROR`` (exit code 2), as a module's is.
 - ``ngx_worker_process_exit`` and ``ngx_master_process_exit`` end the process
-  with ``os._exit`` after flushing (nginx calls ``exit()``).
+  with ``os._exit`` after flushing (nginx calls ``exit()``), and do not copy
+  the log into a static exit cycle.
 - ``ngx_worker_process_init`` mirrors the signal mask, the module hooks
-  (the event loop, the listening sockets) and the channel clean-up; it does
-  not mirror the environment, priority, rlimits, setgid/setuid, CPU
-  affinity, dumpable, chdir and srandom steps, which ngxlab has no
-  configuration for. ``ngx_worker_process_cycle`` has no shutdown timer and
-  no posted events.
+  and the channel clean-up; it does not mirror the environment, priority,
+  rlimits, setgid/setuid, CPU affinity, dumpable, chdir and srandom steps,
+  which ngxlab has no configuration for. ``ngx_worker_process_cycle`` has
+  no shutdown timer and no posted events.
 - On ``NGX_ERROR`` nginx's ``ngx_channel_handler`` first calls
   ``ngx_del_conn(c, 0)`` under epoll; ngxlab's ``ngx_close_connection``
   removes the descriptor from epoll itself (``ngx_del_event`` with
@@ -39,6 +68,8 @@ Deviations:
   but does not call ``ngx_debug_point`` (no ``debug_points`` directive), and
   its "open socket #N left" line names the descriptor only, not nginx's
   connection number and index.
+- The master's title is "master process" without nginx's copy of the
+  command line (see ``ngxlab.setproctitle``).
 - ``keep_inherited_channels`` (ngxlab's, off by default) skips the
   closing in ``ngx_worker_process_init``, to measure what it saves.
 - There is no cache manager or loader: ``ngx_start_cache_manager_processes``
@@ -49,13 +80,12 @@ Deviations:
 from __future__ import annotations
 
 import os
-import select
 import signal
 import time
 
 # Everything a worker runs is imported here, in the master, before any fork:
 # an import after fork() would be paid again by every worker.
-from ngxlab import _forking, _http, channel as ngx_ch, connection
+from ngxlab import _forking, _http, _pending, channel as ngx_ch, connection
 from ngxlab import cycle as ngx_cy, event as ngx_event, process as proc_mod
 from ngxlab.setproctitle import ngx_setproctitle
 from ngxlab.channel import (  # noqa: F401  (re-exported, as ngx_process_cycle.h)
@@ -111,8 +141,10 @@ ngx_noaccept = 0
 ngx_noaccepting = 0
 ngx_restart = 0
 
-# How nginx's quirks are kept for demonstrations (not nginx's): the worker
-# reads its channel as nginx does, leaks included, when this is true.
+# How nginx's quirks are kept for demonstrations (not nginx's): with this
+# true, every safe default listed under "Deviations" gives way to nginx's
+# behaviour (messages lost on a full channel), and the worker reads its
+# channel as nginx does, leaks included.
 nginx_quirks = False
 
 _master_signals = (
@@ -122,10 +154,12 @@ _master_signals = (
 )
 
 
-def _sigsuspend(sigset):
+def _sigsuspend(sigset, log):
     """Wait for one signal of ``sigset`` (all blocked), then take every other
-    one already pending, running ``ngx_signal_handler`` for each."""
-    info = signal.sigwaitinfo(sigset)
+    one already pending, running ``ngx_signal_handler`` for each. While
+    messages are queued for full channels, the wait flushes them as room
+    appears (``ngxlab._pending.sigwaitinfo``)."""
+    info = _pending.sigwaitinfo(sigset, log)
     proc_mod.ngx_signal_handler(info.si_signo, info)
     while True:
         info = signal.sigtimedwait(sigset, 0)
@@ -173,7 +207,7 @@ def ngx_master_process_cycle(cycle):
 
         ngx_log_debug(cycle.log, 0, "sigsuspend")
 
-        _sigsuspend(_master_signals)
+        _sigsuspend(_master_signals, cycle.log)
 
         ngx_log_debug(cycle.log, 0, "wake up, sigio %d", sigio)
 
@@ -273,14 +307,15 @@ def ngx_start_worker_processes(cycle, n, type):
         ngx_pass_open_channel(cycle)
 
 
-def ngx_pass_open_channel(cycle, *, retry_again=True):
+def ngx_pass_open_channel(cycle):
     """Send OPEN_CHANNEL {pid, slot, fd = its channel[0]} about the process
     just spawned to every other live process with a channel.
 
     nginx ignores the result ("TODO: NGX_AGAIN"): when a receiver's socket
     buffer is full the message is lost and that receiver never learns about
-    the new process. ngxlab waits for room and writes again
-    (``retry_again=True``); ``retry_again=False`` is nginx's behaviour.
+    the new process. ngxlab queues it instead (``ngxlab._pending``) and
+    writes it, in order, when the receiver has read; with ``nginx_quirks``
+    the message is lost as in nginx.
     """
     slot = proc_mod.ngx_process_slot
     new = ngx_processes[slot]
@@ -296,23 +331,13 @@ def ngx_pass_open_channel(cycle, *, retry_again=True):
                       "pass channel s:%d pid:%d fd:%d to s:%d pid:%d fd:%d",
                       ch.slot, ch.pid, ch.fd, i, p.pid, p.channel[0])
 
-        _write_again(p.channel[0], ch, cycle.log, retry_again)
+        # TODO: NGX_AGAIN (nginx's comment: the result is ignored)
 
-
-def _write_again(fd, ch, log, retry_again, deadline=1.0):
-    rc = ngx_write_channel(fd, ch, sizeof(ngx_channel_t), log)
-    if rc != NGX_AGAIN or not retry_again:
-        return rc
-    # The receiver is not reading: wait (bounded) for room in its buffer.
-    end = time.monotonic() + deadline
-    while rc == NGX_AGAIN and time.monotonic() < end:
-        select.select([], [fd], [], max(0.0, end - time.monotonic()))
-        rc = ngx_write_channel(fd, ch, sizeof(ngx_channel_t), log)
-    if rc == NGX_AGAIN:
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "channel %d stays full: %s for slot %d lost", fd,
-                      ngx_ch.command_name(ch.command), ch.slot)
-    return rc
+        if nginx_quirks:
+            ngx_write_channel(p.channel[0], ch, sizeof(ngx_channel_t),
+                              cycle.log)
+        else:
+            _pending.write(i, ch, cycle.log)
 
 
 def ngx_signal_worker_processes(cycle, signo):
@@ -350,8 +375,12 @@ def ngx_signal_worker_processes(cycle, signo):
             continue
 
         if command:
-            if ngx_write_channel(p.channel[0], ch, sizeof(ngx_channel_t),
-                                 cycle.log) == NGX_OK:
+            # ngxlab: behind messages queued for a full channel, the command
+            # goes by kill(), as nginx's does when the write fails
+            if not _pending.queued(i) \
+                    and ngx_write_channel(p.channel[0], ch,
+                                          sizeof(ngx_channel_t),
+                                          cycle.log) == NGX_OK:
                 if signo != signal.SIGUSR1:
                     p.exiting = 1
                 continue
@@ -397,6 +426,7 @@ def ngx_reap_children(cycle):
         if p.exited:
 
             if not p.detached:
+                _pending.drop(i)        # ngxlab: nobody will read its queue
                 ngx_ch.ngx_close_channel(p.channel, cycle.log)
 
                 p.channel[0] = -1
@@ -414,7 +444,13 @@ def ngx_reap_children(cycle):
                                   "pass close channel s:%d pid:%d to:%d",
                                   ch.slot, ch.pid, q.pid)
 
-                    _write_again(q.channel[0], ch, cycle.log, not nginx_quirks)
+                    # TODO: NGX_AGAIN (nginx's comment: the result is ignored)
+
+                    if nginx_quirks:
+                        ngx_write_channel(q.channel[0], ch,
+                                          sizeof(ngx_channel_t), cycle.log)
+                    else:
+                        _pending.write(n, ch, cycle.log)
 
             if p.respawn and not p.exiting and not ngx_terminate \
                     and not ngx_quit:

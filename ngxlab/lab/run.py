@@ -263,6 +263,8 @@ class MasterProcess:
     when None). ``listen``: ``("127.0.0.1", port)``, port 0 for a free one
     (``port`` says which). ``daemon``: run with ``--daemon``.
     ``nginx_orphans``: workers outlive a killed master, as nginx's do.
+    ``nginx_quirks``: nginx's behaviour where the mirrors' safe defaults
+    differ (``ngxlab run --nginx-quirks``).
     ``log_level``: the error log's level. ``command_prefix``: a command to
     run ``python -m ngxlab run`` under (e.g. ``strace -f -o FILE --``); the
     master is then found by its pid file. ``start_timeout``: how long
@@ -271,7 +273,8 @@ class MasterProcess:
 
     def __init__(self, workers: int = 4, *, prefix: str | os.PathLike | None = None,
                  listen: tuple[str, int] = ("127.0.0.1", 0), daemon: bool = False,
-                 nginx_orphans: bool = False, log_level: str = "notice",
+                 nginx_orphans: bool = False, nginx_quirks: bool = False,
+                 log_level: str = "notice",
                  command_prefix: list[str] | tuple[str, ...] = (),
                  start_timeout: float = 15.0):
         if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 1024:
@@ -282,6 +285,7 @@ class MasterProcess:
         self.listen = (listen[0], int(listen[1]))
         self.daemon = bool(daemon)
         self.nginx_orphans = bool(nginx_orphans)
+        self.nginx_quirks = bool(nginx_quirks)
         self.log_level = log_level
         self.command_prefix = list(command_prefix)
         self.start_timeout = float(start_timeout)
@@ -353,6 +357,8 @@ class MasterProcess:
         argv.append("--daemon" if self.daemon else "--die-with-parent")
         if self.nginx_orphans:
             argv.append("--nginx-orphans")
+        if self.nginx_quirks:
+            argv.append("--nginx-quirks")
         return self.command_prefix + argv
 
     def __repr__(self) -> str:
