@@ -74,7 +74,9 @@ def _accept(ev):
 
 
 def _accept4(lfd):
-    s = socket.socket(fileno=lfd)
+    # timeout 0 whatever socket.setdefaulttimeout() says (see ngxlab.channel)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK,
+                      0, lfd)
     try:
         conn, addr = s._accept()
     finally:
