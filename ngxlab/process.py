@@ -37,6 +37,13 @@ Deviations:
   two bytecodes) calls it and the event loop does the rest. A Python handler
   gets no ``siginfo``, so a worker's "signal N (SIG...) received" line never
   says "from PID".
+- When a step after ``socketpair()`` fails (a descriptor flag, ``fork()``),
+  the pair is closed and the slot's ``channel`` set to -1, -1. nginx leaves
+  the closed numbers in the slot; the next ``socketpair()`` gets the same
+  numbers, so a later ``ngx_reap_children`` (retrying a failed respawn) or
+  a later worker's ``ngx_worker_process_init`` closes another process's
+  channel through them. ``nginx_quirks`` (``ngxlab.process_cycle``) leaves
+  them, as nginx does.
 - A child first closes the descriptors the master's write queue holds
   (``ngxlab._pending``, ngxlab's answer to nginx's ``TODO: NGX_AGAIN``),
   before it runs ``proc``: they are the master's, and a worker that kept
@@ -217,6 +224,7 @@ def ngx_spawn_process(cycle, proc, data, name, respawn):
                 ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
                               "%s failed while spawning \"%s\"", what, name)
                 ngx_close_channel(p.channel, cycle.log)
+                _forget_channel(p)
                 return NGX_INVALID_PID
 
         ngx_channel = p.channel[1]
@@ -236,6 +244,7 @@ def ngx_spawn_process(cycle, proc, data, name, respawn):
             # nginx also "closes" the -1 entries of a detached slot, which
             # only logs two failed close() calls.
             ngx_close_channel(p.channel, cycle.log)
+            _forget_channel(p)
         return NGX_INVALID_PID
 
     if pid == 0:
@@ -272,6 +281,17 @@ def ngx_spawn_process(cycle, proc, data, name, respawn):
         ngx_last_process += 1
 
     return pid
+
+
+def _forget_channel(p):
+    # ngxlab: a pair closed on a failure path is not left in the slot. nginx
+    # leaves the closed numbers there; the next socketpair() reuses them, so
+    # a later ngx_reap_children() (a failed respawn is retried on the next
+    # reap) or a later worker's ngx_worker_process_init() closes them again,
+    # and by then they name another process's channel.
+    from ngxlab import process_cycle as pc
+    if not pc.nginx_quirks:
+        p.channel[0] = p.channel[1] = -1
 
 
 def _socketpair():

@@ -32,6 +32,26 @@ Deviations:
   sends QUIT, TERMINATE and REOPEN to a slot with a queue by ``kill()`` (as
   nginx does when a channel write fails) rather than overtake the queue.
   With ``nginx_quirks`` the messages are lost as in nginx.
+- ``ngx_start_worker_processes`` does not call ``ngx_pass_open_channel``
+  after a failed spawn (nginx announces whatever ``ngx_process_slot`` names:
+  the previous process again after a failed ``socketpair()``, whose
+  receivers then hold two descriptors for it, one never closed; a closed
+  descriptor after a failed ``fork()``, "sendmsg() failed (9: Bad file
+  descriptor)" once per worker). ``nginx_quirks`` announces as nginx does.
+- ``ngx_reap_children`` neither closes nor announces closed again the
+  channel of a slot whose respawn failed (``ngx_spawn_process`` has set it
+  to -1; nginx closes the stale numbers again, by then another process's
+  descriptors, and sends a second CLOSE_CHANNEL). ``nginx_quirks`` does.
+- ``live`` is recomputed from the table when QUIT or TERM is pending, so a
+  master none of whose workers could be spawned exits (nginx's ``live``
+  stays 1 until a SIGCHLD that never comes, and the master never exits).
+  ``nginx_quirks`` keeps nginx's.
+- ``ngx_channel_handler`` checks the slot of OPEN_CHANNEL and CLOSE_CHANNEL
+  against ``NGX_MAX_PROCESSES`` (nginx indexes its array unchecked, outside
+  it for a bad slot; Python would raise ``IndexError`` or wrap a negative
+  slot to the end) and logs an alert "channel command N for invalid slot S
+  ignored", in both modes; the descriptor of such an OPEN_CHANNEL is closed
+  (left open with ``nginx_quirks``).
 - An unknown command makes ``ngx_channel_handler`` log an alert "unknown
   channel command N ignored"; nginx ignores it without a word, and so does
   ngxlab with ``nginx_quirks``.
@@ -143,8 +163,9 @@ ngx_restart = 0
 
 # How nginx's quirks are kept for demonstrations (not nginx's): with this
 # true, every safe default listed under "Deviations" gives way to nginx's
-# behaviour (messages lost on a full channel), and the worker reads its
-# channel as nginx does, leaks included.
+# behaviour (messages lost on a full channel, announcements after a failed
+# spawn, a master that cannot exit without workers), and the worker reads
+# its channel as nginx does, leaks included.
 nginx_quirks = False
 
 _master_signals = (
@@ -215,6 +236,11 @@ def ngx_master_process_cycle(cycle):
             ngx_reap = 0
             ngx_log_debug(cycle.log, 0, "reap children")
             live = ngx_reap_children(cycle)
+
+        # ngxlab: live is only recomputed when a child is reaped; a master
+        # whose every spawn failed would wait for a SIGCHLD that never comes
+        if live and (ngx_terminate or ngx_quit) and not nginx_quirks:
+            live = _live()
 
         if not live and (ngx_terminate or ngx_quit):
             ngx_master_process_exit(cycle)
@@ -291,6 +317,14 @@ def ngx_master_process_cycle(cycle):
             ngx_signal_worker_processes(cycle, signal.SIGQUIT)
 
 
+def _live():
+    """Whether a child counts as live for ``ngx_reap_children``: not exited,
+    and exiting or not detached (a running new binary does not count)."""
+    return int(any(p.pid != -1 and not p.exited
+                   and (p.exiting or not p.detached)
+                   for p in ngx_processes[:proc_mod.ngx_last_process]))
+
+
 def _argv():
     from ngxlab import nginx
     return nginx.ngx_argv
@@ -302,8 +336,15 @@ def ngx_start_worker_processes(cycle, n, type):
     ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "start worker processes")
 
     for i in range(n):
-        ngx_spawn_process(cycle, ngx_worker_process_cycle, i, "worker process",
-                          type)
+        pid = ngx_spawn_process(cycle, ngx_worker_process_cycle, i,
+                                "worker process", type)
+
+        # ngxlab: nothing to announce after a failed spawn (nginx announces
+        # the slot ngx_process_slot names: the previous process again after
+        # a failed socketpair(), a closed channel after a failed fork())
+        if pid == NGX_INVALID_PID and not nginx_quirks:
+            continue
+
         ngx_pass_open_channel(cycle)
 
 
@@ -337,7 +378,7 @@ def ngx_pass_open_channel(cycle):
             ngx_write_channel(p.channel[0], ch, sizeof(ngx_channel_t),
                               cycle.log)
         else:
-            _pending.write(i, ch, cycle.log)
+            _pending.write(i, p.channel[0], ch, cycle.log)
 
 
 def ngx_signal_worker_processes(cycle, signo):
@@ -425,7 +466,9 @@ def ngx_reap_children(cycle):
 
         if p.exited:
 
-            if not p.detached:
+            # ngxlab: (the second condition) a slot whose respawn failed
+            # has no channel left to close or to announce closed
+            if not p.detached and (p.channel[0] != -1 or nginx_quirks):
                 _pending.drop(i)        # ngxlab: nobody will read its queue
                 ngx_ch.ngx_close_channel(p.channel, cycle.log)
 
@@ -450,7 +493,7 @@ def ngx_reap_children(cycle):
                         ngx_write_channel(q.channel[0], ch,
                                           sizeof(ngx_channel_t), cycle.log)
                     else:
-                        _pending.write(n, ch, cycle.log)
+                        _pending.write(n, q.channel[0], ch, cycle.log)
 
             if p.respawn and not p.exiting and not ngx_terminate \
                     and not ngx_quit:
@@ -698,6 +741,15 @@ def ngx_channel_handler(ev):
 
         elif ch.command == NGX_CMD_REOPEN:
             ngx_reopen = 1
+
+        elif ch.command in (NGX_CMD_OPEN_CHANNEL, NGX_CMD_CLOSE_CHANNEL) \
+                and not 0 <= ch.slot < proc_mod.NGX_MAX_PROCESSES:
+            # ngxlab: nginx indexes its table with the slot unchecked
+            ngx_log_error(NGX_LOG_ALERT, ev.log, 0,
+                          "channel command %d for invalid slot %d ignored",
+                          ch.command, ch.slot)
+            if ch.command == NGX_CMD_OPEN_CHANNEL and not nginx_quirks:
+                ngx_ch._close_fds((ch.fd,))
 
         elif ch.command == NGX_CMD_OPEN_CHANNEL:
             ngx_log_debug(ev.log, 0, "get channel s:%d pid:%d fd:%d",
