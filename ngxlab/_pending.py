@@ -50,7 +50,7 @@ import os
 import signal
 
 from ngxlab.channel import NGX_CMD_OPEN_CHANNEL, ngx_channel_t, ngx_write_channel
-from ngxlab.core import NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_OK, ngx_log_error, sizeof
+from ngxlab.core import NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, ngx_log_error, sizeof
 
 __all__ = ["RETRY_S", "write", "flush", "queued", "drop", "forget", "reset",
            "sigwaitinfo", "depth"]
@@ -68,17 +68,18 @@ def _processes():
     return process.ngx_processes
 
 
-def write(slot, ch, log):
-    """Write ``ch`` into slot ``slot``'s ``channel[0]`` behind anything
-    queued for it; queue it on ``NGX_AGAIN``. Returns ``NGX_OK`` (written),
-    ``NGX_AGAIN`` (queued) or ``NGX_ERROR`` (logged by ``ngx_write_channel``,
-    nothing queued)."""
-    if slot in _queues:
+def write(slot, s, ch, log):
+    """Write ``ch`` into ``s``, the ``channel[0]`` of slot ``slot``, behind
+    anything queued for that slot; queue it on ``NGX_AGAIN``. Returns
+    ``NGX_OK`` (written), ``NGX_AGAIN`` (queued) or ``NGX_ERROR`` (logged by
+    ``ngx_write_channel``, nothing queued)."""
+    if _queues and slot in _queues:
         _flush_slot(slot, log)
-    if slot not in _queues:
-        rc = ngx_write_channel(_processes()[slot].channel[0], ch, _SIZE, log)
-        if rc != NGX_AGAIN:
-            return rc
+        if slot in _queues:
+            return _enqueue(slot, ch, log)
+    rc = ngx_write_channel(s, ch, _SIZE, log)
+    if rc != NGX_AGAIN:
+        return rc
     return _enqueue(slot, ch, log)
 
 

@@ -274,10 +274,16 @@ def ngx_event_no_timers_left():
     return NGX_OK if _find_timer() == NGX_TIMER_INFINITE else NGX_AGAIN
 
 
+# plain ints for the hot path (a module attribute lookup per event otherwise)
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+_EPOLLERR_HUP = select.EPOLLERR | select.EPOLLHUP
+
+
 def ngx_process_events_and_timers(cycle):
     """Wait in ``epoll_wait`` until an event, a timer or a signal; run the
     handlers of the ready events, then of the expired timers."""
-    timer = _find_timer()
+    timer = _find_timer() if _timers else NGX_TIMER_INFINITE
     try:
         events = ep.poll(timer)
     except InterruptedError:
@@ -296,17 +302,18 @@ def ngx_process_events_and_timers(cycle):
         if c is None:
             continue
 
-        if revents & (select.EPOLLERR | select.EPOLLHUP):
-            revents |= select.EPOLLIN | select.EPOLLOUT
+        if revents & _EPOLLERR_HUP:
+            revents |= _EPOLLIN | _EPOLLOUT
 
         rev = c.read
-        if revents & select.EPOLLIN and rev.active:
+        if revents & _EPOLLIN and rev.active:
             rev.ready = 1
             rev.handler(rev)
 
         wev = c.write
-        if revents & select.EPOLLOUT and wev.active and _fds.get(fd) is c:
+        if revents & _EPOLLOUT and wev.active and _fds.get(fd) is c:
             wev.ready = 1
             wev.handler(wev)
 
-    _expire_timers()
+    if _timers:
+        _expire_timers()
