@@ -129,7 +129,7 @@ def test_a_failed_fork_leaves_no_stale_numbers():
     r = failpaths.fork_failure(False)
     assert any("fork() failed while spawning" in line for line in r.log)
     assert any("could not respawn worker process" in line for line in r.log)
-    assert r.notes["slot 1 after the failed respawn"] == [-1, -1]
+    assert r.notes["stale"] == [-1, -1]
     assert not any("fatal code 2" in line for line in r.log), r.log
     assert r.notes["slots"] == [0, 1, 2] and r.notes["full mesh"]
 
@@ -140,7 +140,7 @@ def test_a_failed_fork_with_nginx_quirks_closes_through_stale_numbers():
     # gets them, and the new worker closes its own channel[1] through slot
     # 1's stale entry: epoll_ctl() fails, exit code 2, one worker short
     r = failpaths.fork_failure(True)
-    assert r.notes["slot 1 after the failed respawn"] == r.notes["slot 2's new pair"]
+    assert r.notes["stale"] == r.notes["new_pair"]
     assert any(re.search(r"epoll_ctl\(1, \d+\) failed \(9: Bad file descriptor\)", line)
                for line in r.log), r.log
     assert any("exited with fatal code 2 and cannot be respawned" in line for line in r.log)

@@ -180,7 +180,7 @@ def _fork_failure(quirks: bool) -> SpawnFailure:
             system="ngxlab --nginx-quirks" if quirks else "ngxlab", what="fork",
             ends={w.slot: w.channel_ends for w in c.workers}, table=c.table(),
             log=_undated(m.log_lines()),
-            notes={"slot 1 after the failed respawn": stale, "slot 2's new pair": new,
+            notes={"stale": stale, "new_pair": new,
                    "slots": sorted(w.slot for w in m.workers),
                    "full mesh": c.is_full_mesh(len(m.workers))})
     m.cleanup()

@@ -193,9 +193,24 @@ class _Runner:
                 raise TimeoutError(f"{self.system}: slot {slot} not respawned within {timeout} s")
             time.sleep(0.002)
 
+    @property
+    def log_path(self) -> Path:
+        return Path(self.r.error_log_path if self.system == "nginx" else self.r.log_path)
+
     def wait_master_line(self, text: str, since: int, timeout: float = 30.0) -> None:
-        pattern = rf"\] {self.master}#\d+: {re.escape(text)}$"
-        self.r.wait_log(pattern, since=since, timeout=timeout)
+        """Poll the error log every millisecond (the runners' own waits poll
+        more slowly) until the master has logged ``text``."""
+        rx = re.compile(rf"\] {self.master}#\d+: {re.escape(text)}$", re.M)
+        deadline = time.monotonic() + timeout
+        with open(self.log_path, "rb") as f:
+            while True:
+                f.seek(since)
+                if rx.search(f.read().decode(errors="replace")):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.system}: the master did not log {text!r} "
+                                       f"within {timeout} s")
+                time.sleep(0.001)
 
 
 def _state(pid: int) -> str | None:
