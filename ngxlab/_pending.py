@@ -49,7 +49,7 @@ import collections
 import os
 import signal
 
-from ngxlab.channel import NGX_CMD_OPEN_CHANNEL, ngx_channel_t, ngx_write_channel
+from ngxlab.channel import ngx_channel_t, ngx_write_channel
 from ngxlab.core import NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, ngx_log_error, sizeof
 
 __all__ = ["RETRY_S", "write", "flush", "queued", "drop", "forget", "reset",

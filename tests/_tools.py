@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -31,6 +32,7 @@ __all__ = [
     "fd_table",
     "child_pids",
     "describe_pid",
+    "wait_for",
 ]
 
 
@@ -145,3 +147,15 @@ def describe_pid(pid: int) -> str:
         return f"{pid} (gone)"
     label = {"Z": "zombie: exited, never reaped"}.get(state, f"state {state}")
     return f"{pid} ({label}) {cmdline or '[no command line]'}"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.005):
+    """Call ``predicate()`` until it returns something true, and return that;
+    fail the test with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s: {what}"
+        time.sleep(interval)

@@ -7,34 +7,19 @@ and checked twice where nginx shares the fault: ngxlab's safe default, and
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import os
 import re
 import resource
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
+from _tools import wait_for
 
 from ngxlab.channel import NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL
 from ngxlab.lab import failpaths
 from ngxlab.lab.master import Master
 from ngxlab.lab.run import MasterProcess
-
-def _wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s: {what}"
-        time.sleep(0.01)
-
 
 def _nfds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
@@ -167,8 +152,8 @@ def test_a_channel_message_with_an_impossible_slot(quirks):
             os.close(r)
             os.close(w)
         m.reopen()
-        _wait(lambda: sum("invalid slot" in l for l in m.log_lines()) == 6, 5, "six alerts")
-        _wait(lambda: any(f"{pid}#0: reopening logs" in l for l in m.log_lines()), 5,
+        wait_for(lambda: sum("invalid slot" in l for l in m.log_lines()) == 6, 5, "six alerts")
+        wait_for(lambda: any(f"{pid}#0: reopening logs" in l for l in m.log_lines()), 5,
               "the worker still reads its channel")
         assert not any("Traceback" in l or "IndexError" in l for l in m.log_lines())
         assert m.pid(0) == pid
@@ -189,7 +174,7 @@ def test_a_default_socket_timeout_does_not_deafen_a_worker():
             time.sleep(2.5)           # a 2 s timeout would have turned EAGAIN into an error by now
             m.reopen()
             for w in m.workers:
-                _wait(lambda: sum(f"{w.pid}#0: reopening logs" in l for l in m.log_lines()) == 2,
+                wait_for(lambda: sum(f"{w.pid}#0: reopening logs" in l for l in m.log_lines()) == 2,
                       5, f"worker {w.pid} reopened twice")
             assert not any("recvmsg() failed" in l for l in m.log_lines())
     finally:

@@ -18,7 +18,7 @@ import termios
 import time
 
 import pytest
-from _tools import fd_table
+from _tools import fd_table, wait_for
 
 from ngxlab import _pending
 from ngxlab.channel import NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL
@@ -33,19 +33,9 @@ CAPACITY = fullchannel.channel_capacity()
 OVERFLOW = CAPACITY // 2 + 12
 
 
-def _wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s: {what}"
-        time.sleep(0.005)
-
-
 def _stop(pid):
     os.kill(pid, signal.SIGSTOP)
-    _wait(lambda: fullchannel._state(pid) == "T", 5, f"worker {pid} stopped")
+    wait_for(lambda: fullchannel._state(pid) == "T", 5, f"worker {pid} stopped")
 
 
 def _about(m, receiver, slot):
@@ -90,7 +80,7 @@ def test_order_and_completeness_under_a_stopped_worker():
         m.wait_mesh(timeout=20)
         # slot 0 learnt of slot 1 by message; slot 2, forked after it, inherited its channel
         for receiver, want in ((0, [(NGX_CMD_OPEN_CHANNEL, first)] + owed), (2, owed)):
-            got = _wait(lambda: len(_about(m, receiver, 1)) >= len(want) and _about(m, receiver, 1),
+            got = wait_for(lambda: len(_about(m, receiver, 1)) >= len(want) and _about(m, receiver, 1),
                         10, f"slot {receiver} read every message about slot 1")
             assert got == want, f"slot {receiver}: not every message, or not in order"
         assert _pending.depth() == 0
@@ -155,7 +145,7 @@ def _quirks_run(quirks):
             m.reap()                    # a pass of this master's "loop": flushes the queue
             return len(_about(m, 0, 1)) >= 1 + expect
 
-        _wait(done, 10, "the resumed worker read its channel")
+        wait_for(done, 10, "the resumed worker read its channel")
         time.sleep(0.3)                 # anything more would arrive now
         m.reap()
         return owed, written, _about(m, 0, 1)[1:], queued
@@ -200,7 +190,7 @@ def test_quit_reopen_terminate_still_reach_a_full_channel_by_kill(quirks):
             m.reopen()
         finally:
             os.kill(stopped, signal.SIGCONT)
-        _wait(lambda: any(f"{stopped}#0: signal 10 (SIGUSR1) received" in line
+        wait_for(lambda: any(f"{stopped}#0: signal 10 (SIGUSR1) received" in line
                           for line in m.log_lines()[since:]), 10,
               "the stopped worker got SIGUSR1")
 
