@@ -56,10 +56,12 @@ Deviations:
   channel command N ignored"; nginx ignores it without a word, and so does
   ngxlab with ``nginx_quirks``.
 - Observation points nginx does not have: ``_table_observers`` run at the
-  top of every pass of the master's loop (the command line writes the
-  process table to ``logs/ngxlab.slots`` with one, when it changed), and
-  ``_received`` after every message a worker reads (``lab.Master``'s
-  reports). Both are empty unless an instrument fills them.
+  top of a pass of the master's loop when no signal is pending (the
+  command line writes the process table to ``logs/ngxlab.slots`` with one,
+  when it changed; during a storm of SIGCHLD it is written once the storm
+  has passed, not once per pass), and ``_received`` after every message a
+  worker reads (``lab.Master``'s reports). Both are empty unless an
+  instrument fills them.
 - The channel mesh in the worker is nginx's; ngxlab adds one descriptor: a
   pidfd of the master, registered with the event loop, so that a worker
   notices its master's death and exits within a second
@@ -214,8 +216,11 @@ def ngx_master_process_cycle(cycle):
     live = 1
 
     while True:
-        for observe in _table_observers:
-            observe(cycle)
+        # ngxlab's observers of the process table (not nginx's), when no
+        # signal is waiting to start the next pass at once
+        if _table_observers and not signal.sigpending():
+            for observe in _table_observers:
+                observe(cycle)
 
         if delay:
             if ngx_sigalrm:
