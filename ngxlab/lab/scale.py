@@ -18,9 +18,11 @@ quit
     from ``kill(master, SIGQUIT)`` until the master has exited (it exits
     only once every worker has been reaped).
 
-The clock is read by polling ``/proc`` (children, and one ``listdir`` of
-``/proc/PID/fd`` per process), every ``poll`` seconds; each result records
-how many polls it took and what one cost, so the resolution is known.
+The reload's end is seen by polling ``/proc`` (children, and one
+``listdir`` of ``/proc/PID/fd`` per process), every ``poll`` seconds; each
+result records how many polls it took and what one cost, so the resolution
+is known. The QUIT's end is seen by the runner's ``wait_exit`` (a poll every
+5 to 10 ms).
 Absolute times on a shared machine are noise; the ratios ngxlab / nginx of
 one run are the result. Where nginx cannot run, its side is skipped, with
 the reason.
@@ -149,15 +151,6 @@ def _cpu(pid: int) -> tuple[float, float]:
     return own / _TICK, children / _TICK
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return True
-    return data[data.rfind(b")") + 2:data.rfind(b")") + 3] in (b"Z", b"X")
-
-
 class _System:
     """Start/stop and the master's pid, alike for nginx and ngxlab."""
 
@@ -173,12 +166,6 @@ class _System:
     @property
     def master(self) -> int:
         return self.r.master_pid if self.system == "nginx" else self.r.pid
-
-    def reap_master(self) -> None:
-        if self.system == "ngxlab":
-            popen = self.r._guard.popen
-            if popen is not None:
-                popen.poll()
 
 
 def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
@@ -219,9 +206,7 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
 
         os.kill(master, signal.SIGQUIT)
         t0 = time.perf_counter()
-        while not _gone(master) and time.perf_counter() - t0 < timeout:
-            s.reap_master()
-            time.sleep(0.002)
+        s.r.wait_exit(timeout)              # polls every 5 to 10 ms, and reaps
         quit_s = time.perf_counter() - t0
     finally:
         s.r.stop()
