@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+from _tools import wait_for as _wait
 
 from ngxlab.lab.census import census_master, children_of
 from ngxlab.lab.run import MasterProcess, _Proc
@@ -37,16 +38,6 @@ def _state(pid: int) -> str | None:
 
 def _alive(pid: int) -> bool:
     return _state(pid) not in (None, "Z", "X")
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s: {what}"
-        time.sleep(0.01)
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
