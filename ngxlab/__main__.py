@@ -121,6 +121,11 @@ def _parser():
     run.add_argument("--nginx-orphans", action="store_true",
                      help="workers outlive a killed master, as nginx's do "
                           "(by default they exit within a second)")
+    run.add_argument("--nginx-quirks", action="store_true",
+                     help="nginx's behaviour where ngxlab's safe default "
+                          "differs: messages lost on a full channel, "
+                          "announcements after a failed spawn, descriptors "
+                          "leaked (the mirrors' Deviations say which)")
     run.add_argument("--log-level", default="notice",
                      choices=("debug", "info", "notice", "warn", "error",
                               "crit", "alert", "emerg"),
@@ -186,6 +191,7 @@ def _run(args, argv):
     exec_argv = [sys.executable, "-m", "ngxlab"] + list(argv)
     return nginx.main(exec_argv, prefix, args.workers, listen=args.listen,
                       daemon=args.daemon, watch_master=not args.nginx_orphans,
+                      nginx_quirks=args.nginx_quirks,
                       log_level=args.log_level,
                       echo=None if args.quiet or args.daemon else sys.stderr,
                       die_with_parent=args.die_with_parent)

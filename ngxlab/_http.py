@@ -89,7 +89,9 @@ def init_connection(c):
 
 
 def _accept4(lfd):
-    s = socket.socket(fileno=lfd)
+    # timeout 0 whatever socket.setdefaulttimeout() says (see ngxlab.channel)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK,
+                      0, lfd)
     try:
         conn, addr = s._accept()
     finally:

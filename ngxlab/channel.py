@@ -38,6 +38,16 @@ Deviations:
 - ``NGX_CMD_*`` are declared in ``ngx_process_cycle.h`` in nginx; they live
   here, beside the message that carries them, and ``ngxlab.process_cycle``
   re-exports them.
+- ``sendmsg()`` and ``recvmsg()`` interrupted by a signal (EINTR) are
+  retried by Python (PEP 475) where nginx logs "sendmsg() failed" or
+  "recvmsg() failed" and returns ``NGX_ERROR``; on a non-blocking channel
+  neither call sleeps, so neither is interrupted in practice.
+- The descriptor is wrapped in a socket object whose timeout is 0 whatever
+  ``socket.setdefaulttimeout()`` says, so that each call is exactly one
+  system call, as in C.
+- ``ngx_add_channel_event`` has no ``ngx_add_conn`` branch (it serves event
+  modules other than epoll, which ngxlab does not have) and leaves the
+  connection without a pool (nginx gives it the cycle's).
 """
 
 from __future__ import annotations
@@ -155,7 +165,12 @@ def _sock(s: int) -> socket.socket:
     if sock is None:
         if s < 0:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, s)
+        # SOCK_NONBLOCK in the type makes the object's timeout 0 without
+        # touching the descriptor's flags: sendmsg() and recvmsg() are then
+        # plain system calls, whatever socket.setdefaulttimeout() says (a
+        # timeout would turn EAGAIN into a wait and a TimeoutError)
+        sock = socket.socket(socket.AF_UNIX,
+                             socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, s)
         _sockets[s] = sock
     return sock
 

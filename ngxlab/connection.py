@@ -17,6 +17,14 @@ Deviations:
 - ``ngx_listening_t`` keeps only the fields ngxlab uses.
 - ``ngx_close_listening_sockets`` closes every descriptor and sets it to -1
   but leaves the entries in ``cycle.listening`` (nginx empties the array).
+- ``ngx_close_connection`` has no ``shared`` connections, no ``log_error``
+  levels and no reusable-connection queue: a failed ``close()`` is logged at
+  crit, nginx's level for every error but ECONNRESET and ENOTCONN, which
+  ``close()`` does not return on Linux.
+- ``ngx_open_listening_sockets`` opens AF_INET sockets only (ngxlab listens
+  on 127.0.0.1), tries once (nginx tries five times, half a second apart,
+  while ``bind()`` fails with EADDRINUSE) and sets no socket options but
+  ``SO_REUSEADDR``.
 """
 
 from __future__ import annotations
@@ -119,7 +127,7 @@ def ngx_close_connection(c):
     try:
         os.close(fd)
     except OSError as e:
-        ngx_log_error(NGX_LOG_ALERT, c.log, e.errno or 0,
+        ngx_log_error(NGX_LOG_CRIT, c.log, e.errno or 0,
                       "close() socket %d failed", fd)
 
 

@@ -19,6 +19,19 @@ Deviations:
 - No ``instance`` bit: nginx tags each epoll registration so that an event
   for a descriptor closed and reused within one ``epoll_wait`` batch is
   recognised as stale; ngxlab looks the descriptor up again instead.
+- ``ngx_del_event`` with ``NGX_CLOSE_EVENT`` unregisters the descriptor when
+  no event of its connection stays active (nginx only clears ``active``,
+  relying on ``close()``, which drops the registration only when no other
+  descriptor in any process refers to the same open file: a channel's is
+  shared with the master). This is what nginx's ``ngx_channel_handler``
+  does with ``ngx_del_conn`` before it closes a channel.
+- ``ngx_event_process_init`` makes only the epoll instance (nginx's
+  ``ngx_epoll_init``) and the wakeup pipe: no accept mutex, no timer
+  resolution, no connection array (see ``ngxlab.connection``); the
+  listening sockets are registered by ngxlab's ``_http`` module, always with
+  ``NGX_EXCLUSIVE_EVENT`` (nginx only with more than one worker). A failure
+  to make either is logged at emerg and returned as ``NGX_ERROR``, which the
+  worker's init treats as fatal (exit code 2), as nginx's does.
 """
 
 from __future__ import annotations
@@ -30,7 +43,9 @@ import select
 import signal
 import time
 
-from ngxlab.core import NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_OK, ngx_log_error
+from ngxlab.core import (
+    NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_OK, ngx_log_error,
+)
 
 __all__ = [
     "NGX_READ_EVENT", "NGX_WRITE_EVENT", "NGX_CLOSE_EVENT",
@@ -44,8 +59,13 @@ __all__ = [
 NGX_READ_EVENT = select.EPOLLIN | select.EPOLLRDHUP
 NGX_WRITE_EVENT = select.EPOLLOUT
 NGX_CLOSE_EVENT = 1
-NGX_EXCLUSIVE_EVENT = 0x10       # nginx's flag; epoll gets EPOLLEXCLUSIVE
+NGX_EXCLUSIVE_EVENT = select.EPOLLEXCLUSIVE     # 0x10000000
 NGX_TIMER_INFINITE = -1
+
+# <sys/epoll.h>: the op numbers nginx's "epoll_ctl(%d, %d) failed" shows
+EPOLL_CTL_ADD = 1
+EPOLL_CTL_DEL = 2
+EPOLL_CTL_MOD = 3
 
 ep = None           # the worker's epoll object (nginx: static int ep)
 _wakeup = (-1, -1)  # signal wakeup pipe
@@ -77,11 +97,22 @@ class ngx_event_t:
 def ngx_event_process_init(cycle):
     """Create this process's epoll instance (``ngx_epoll_init``) and the
     signal wakeup pipe. Called in the worker after fork: an epoll instance
-    made by the parent would be shared with it."""
+    made by the parent would be shared with it. Returns ``NGX_OK``, or
+    ``NGX_ERROR`` after an emerg "epoll_create() failed" (or "pipe2()
+    failed"), which the worker takes as fatal (exit code 2), as nginx does."""
     global ep, _wakeup
     close_event_loop()
-    ep = select.epoll()
-    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        ep = select.epoll()
+    except OSError as e:
+        ngx_log_error(NGX_LOG_EMERG, cycle.log, e.errno or 0,
+                      "epoll_create() failed")
+        return NGX_ERROR
+    try:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        ngx_log_error(NGX_LOG_EMERG, cycle.log, e.errno or 0, "pipe2() failed")
+        return NGX_ERROR
     _wakeup = (r, w)
     signal.set_wakeup_fd(w, warn_on_full_buffer=False)
     ep.register(r, select.EPOLLIN)
@@ -117,37 +148,54 @@ def _mask(c):
 
 
 def ngx_add_event(ev, event, flags):
-    """Add ``ev`` (a connection's read or write event) to epoll,
-    level-triggered. Returns ``NGX_OK`` or ``NGX_ERROR`` after an alert
-    "epoll_ctl(...) failed"."""
+    """Add ``ev`` (a connection's read or write event) to epoll; ``flags``
+    is ORed into the mask (0: level-triggered). Returns ``NGX_OK`` or
+    ``NGX_ERROR`` after an alert "epoll_ctl(OP, FD) failed"."""
     c = ev.data
-    other = c.write if ev is c.read else c.read
-    op = "EPOLL_CTL_MOD" if other.active else "EPOLL_CTL_ADD"
-    ev.active = 1
+
+    events = event
+
+    if event == NGX_READ_EVENT:
+        e = c.write
+        prev = select.EPOLLOUT
+    else:
+        e = c.read
+        prev = select.EPOLLIN | select.EPOLLRDHUP
+
+    if e.active:
+        op = EPOLL_CTL_MOD
+        events |= prev
+    else:
+        op = EPOLL_CTL_ADD
+
+    if flags & NGX_EXCLUSIVE_EVENT:
+        events &= ~select.EPOLLRDHUP
+
+    events |= flags
+
     try:
-        if op == "EPOLL_CTL_MOD":
-            ep.modify(c.fd, _mask(c))
-        elif flags & NGX_EXCLUSIVE_EVENT:
-            # EPOLLEXCLUSIVE takes no EPOLLRDHUP (EINVAL): nginx registers
-            # an accept event as EPOLLIN|EPOLLEXCLUSIVE
-            ep.register(c.fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        if op == EPOLL_CTL_MOD:
+            ep.modify(c.fd, events)
         else:
-            ep.register(c.fd, _mask(c))
-    except (OSError, AttributeError) as e:
-        ev.active = 0
-        ngx_log_error(NGX_LOG_ALERT, ev.log, getattr(e, "errno", 0) or 0,
-                      "epoll_ctl(%s, %d) failed", op, c.fd)
+            ep.register(c.fd, events)
+    except OSError as err:
+        ngx_log_error(NGX_LOG_ALERT, ev.log, err.errno or 0,
+                      "epoll_ctl(%d, %d) failed", op, c.fd)
         return NGX_ERROR
+
+    ev.active = 1
     _fds[c.fd] = c
     return NGX_OK
 
 
 def ngx_del_event(ev, event, flags):
     """Remove ``ev`` from epoll. With ``NGX_CLOSE_EVENT`` the descriptor is
-    about to be closed, which removes it from epoll by itself."""
+    about to be closed; ngxlab then unregisters it when no event of the
+    connection stays active (see the module's deviations)."""
     c = ev.data
-    ev.active = 0
+
     if flags & NGX_CLOSE_EVENT:
+        ev.active = 0
         # Closing a descriptor removes it from epoll only when no other
         # descriptor (in any process) refers to the same open file; a
         # channel's is shared with the master, so unregister explicitly.
@@ -155,19 +203,32 @@ def ngx_del_event(ev, event, flags):
             _fds.pop(c.fd, None)
             try:
                 ep.unregister(c.fd)
-            except (OSError, AttributeError):
+            except OSError:
                 pass
         return NGX_OK
+
+    if event == NGX_READ_EVENT:
+        e = c.write
+        prev = select.EPOLLOUT
+    else:
+        e = c.read
+        prev = select.EPOLLIN | select.EPOLLRDHUP
+
     try:
-        if _mask(c):
-            ep.modify(c.fd, _mask(c))
+        if e.active:
+            op = EPOLL_CTL_MOD
+            ep.modify(c.fd, prev | flags)
         else:
+            op = EPOLL_CTL_DEL
             ep.unregister(c.fd)
-            _fds.pop(c.fd, None)
-    except OSError as e:
-        ngx_log_error(NGX_LOG_ALERT, ev.log, e.errno or 0,
-                      "epoll_ctl(EPOLL_CTL_DEL, %d) failed", c.fd)
+    except OSError as err:
+        ngx_log_error(NGX_LOG_ALERT, ev.log, err.errno or 0,
+                      "epoll_ctl(%d, %d) failed", op, c.fd)
         return NGX_ERROR
+
+    if op == EPOLL_CTL_DEL:
+        _fds.pop(c.fd, None)
+    ev.active = 0
     return NGX_OK
 
 
@@ -213,10 +274,16 @@ def ngx_event_no_timers_left():
     return NGX_OK if _find_timer() == NGX_TIMER_INFINITE else NGX_AGAIN
 
 
+# plain ints for the hot path (a module attribute lookup per event otherwise)
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+_EPOLLERR_HUP = select.EPOLLERR | select.EPOLLHUP
+
+
 def ngx_process_events_and_timers(cycle):
     """Wait in ``epoll_wait`` until an event, a timer or a signal; run the
     handlers of the ready events, then of the expired timers."""
-    timer = _find_timer()
+    timer = _find_timer() if _timers else NGX_TIMER_INFINITE
     try:
         events = ep.poll(timer)
     except InterruptedError:
@@ -235,17 +302,18 @@ def ngx_process_events_and_timers(cycle):
         if c is None:
             continue
 
-        if revents & (select.EPOLLERR | select.EPOLLHUP):
-            revents |= select.EPOLLIN | select.EPOLLOUT
+        if revents & _EPOLLERR_HUP:
+            revents |= _EPOLLIN | _EPOLLOUT
 
         rev = c.read
-        if revents & select.EPOLLIN and rev.active:
+        if revents & _EPOLLIN and rev.active:
             rev.ready = 1
             rev.handler(rev)
 
         wev = c.write
-        if revents & select.EPOLLOUT and wev.active and _fds.get(fd) is c:
+        if revents & _EPOLLOUT and wev.active and _fds.get(fd) is c:
             wev.ready = 1
             wev.handler(wev)
 
-    _expire_timers()
+    if _timers:
+        _expire_timers()

@@ -159,11 +159,14 @@ def prepare_prefix(prefix):
 
 def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
          daemon=False, watch_master=True, log_level="notice", echo=None,
-         die_with_parent=False):
+         die_with_parent=False, nginx_quirks=False):
     """Run a master the way nginx's ``main`` does; returns an exit status
-    only on a start-up error (the master itself leaves through exit)."""
+    only on a start-up error (the master itself leaves through exit).
+    ``nginx_quirks``: nginx's behaviour where the mirrors' safe defaults
+    differ (``ngxlab.process_cycle.nginx_quirks``)."""
     global ngx_argv
     ngx_argv = list(argv)
+    pc.nginx_quirks = bool(nginx_quirks)
 
     process.ngx_pid = os.getpid()
     process.ngx_parent = os.getppid()

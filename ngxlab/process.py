@@ -25,16 +25,29 @@ Deviations:
 - When ``fork()`` fails for a DETACHED spawn, ngxlab does not call
   ``ngx_close_channel`` on the slot's -1 entries (nginx does, which only
   logs two failed ``close()`` calls).
-- ``ngx_signal_handler`` only records. In nginx the handler also logs and
-  calls ``ngx_process_get_status`` (``waitpid``); in Python, work inside a
-  signal handler runs at an arbitrary bytecode of the main thread, which has
-  broken other pre-fork servers. The master takes its signals synchronously
-  with ``sigwaitinfo``, then ``sigtimedwait(0)`` for any others already
-  pending (see ``ngx_master_process_cycle``), and calls
-  ``ngx_signal_handler`` from its loop, so the log line and ``waitpid`` happen
-  there; a worker's Python-level handler records the signal and the event
-  loop does the rest. A Python handler gets no ``siginfo``, so a worker's
-  "signal N (SIG...) received" line never says "from PID".
+- ``ngx_signal_handler`` does what nginx's does (sets the flag, logs
+  "signal N (SIG...) received", reaps with ``ngx_process_get_status`` on
+  SIGCHLD); only *when* it runs differs. nginx runs it inside the signal
+  handler. In Python, work inside a signal handler runs at an arbitrary
+  bytecode of the main thread, which has broken other pre-fork servers; so
+  the master takes its signals synchronously with ``sigwaitinfo``, then
+  ``sigtimedwait(0)`` for any others already pending (see
+  ``ngx_master_process_cycle``), and calls ``ngx_signal_handler`` from its
+  loop, and a worker's Python-level handler (run by the interpreter between
+  two bytecodes) calls it and the event loop does the rest. A Python handler
+  gets no ``siginfo``, so a worker's "signal N (SIG...) received" line never
+  says "from PID".
+- When a step after ``socketpair()`` fails (a descriptor flag, ``fork()``),
+  the pair is closed and the slot's ``channel`` set to -1, -1. nginx leaves
+  the closed numbers in the slot; the next ``socketpair()`` gets the same
+  numbers, so a later ``ngx_reap_children`` (retrying a failed respawn) or
+  a later worker's ``ngx_worker_process_init`` closes another process's
+  channel through them. ``nginx_quirks`` (``ngxlab.process_cycle``) leaves
+  them, as nginx does.
+- A child first closes the descriptors the master's write queue holds
+  (``ngxlab._pending``, ngxlab's answer to nginx's ``TODO: NGX_AGAIN``),
+  before it runs ``proc``: they are the master's, and a worker that kept
+  them would hold channels nginx's worker does not.
 - ``ngx_pid`` and ``ngx_parent`` are defined in ngx_process_cycle.c in nginx;
   they live here beside ``ngx_spawn_process``, which sets them in the child.
 - ``ngx_unlock_mutexes`` has nothing to unlock: ngxlab has no accept mutex
@@ -49,7 +62,7 @@ import signal
 import socket
 import termios
 
-from ngxlab import _forking
+from ngxlab import _forking, _pending
 from ngxlab.channel import ngx_close_channel
 from ngxlab.core import (
     NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_CRIT, NGX_LOG_EMERG, NGX_LOG_INFO,
@@ -211,6 +224,7 @@ def ngx_spawn_process(cycle, proc, data, name, respawn):
                 ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
                               "%s failed while spawning \"%s\"", what, name)
                 ngx_close_channel(p.channel, cycle.log)
+                _forget_channel(p)
                 return NGX_INVALID_PID
 
         ngx_channel = p.channel[1]
@@ -230,11 +244,13 @@ def ngx_spawn_process(cycle, proc, data, name, respawn):
             # nginx also "closes" the -1 entries of a detached slot, which
             # only logs two failed close() calls.
             ngx_close_channel(p.channel, cycle.log)
+            _forget_channel(p)
         return NGX_INVALID_PID
 
     if pid == 0:
         ngx_parent = ngx_pid
         ngx_pid = os.getpid()
+        _pending.forget()       # ngxlab: the master's queue is not the child's
         _forking.run_child(proc, cycle, data)   # never returns
 
     ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "start %s %d", name, pid)
@@ -265,6 +281,17 @@ def ngx_spawn_process(cycle, proc, data, name, respawn):
         ngx_last_process += 1
 
     return pid
+
+
+def _forget_channel(p):
+    # ngxlab: a pair closed on a failure path is not left in the slot. nginx
+    # leaves the closed numbers there; the next socketpair() reuses them, so
+    # a later ngx_reap_children() (a failed respawn is retried on the next
+    # reap) or a later worker's ngx_worker_process_init() closes them again,
+    # and by then they name another process's channel.
+    from ngxlab import process_cycle as pc
+    if not pc.nginx_quirks:
+        p.channel[0] = p.channel[1] = -1
 
 
 def _socketpair():

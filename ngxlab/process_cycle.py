@@ -18,19 +18,70 @@ Deviations:
 - ``sigsuspend`` becomes ``sigwaitinfo`` on the blocked set: the master takes
   a signal synchronously, then any others already pending, and runs
   ``ngx_signal_handler`` for each from the loop (see ``ngxlab.process``).
+  While messages wait in the write queue (below), the wait is a
+  ``sigtimedwait`` that the queue's SIGIO (or a half-second safety net) ends
+  to write them; the loop itself passes only when a signal came, as nginx's.
+- The two writes nginx marks ``TODO: NGX_AGAIN`` (OPEN_CHANNEL in
+  ``ngx_pass_open_channel``, at start-up, respawn and reload; the
+  CLOSE_CHANNEL broadcast in ``ngx_reap_children``) go through ngxlab's
+  write queue, ``ngxlab._pending``: a message that finds the receiver's
+  channel full is kept (an OPEN_CHANNEL with a ``dup()`` of its descriptor)
+  and written in order as soon as there is room, instead of being lost. The
+  master never blocks on it. A reaped slot's queue is dropped, a child
+  closes the duplicates it inherited, and ``ngx_signal_worker_processes``
+  sends QUIT, TERMINATE and REOPEN to a slot with a queue by ``kill()`` (as
+  nginx does when a channel write fails) rather than overtake the queue.
+  With ``nginx_quirks`` the messages are lost as in nginx.
+- ``ngx_start_worker_processes`` does not call ``ngx_pass_open_channel``
+  after a failed spawn (nginx announces whatever ``ngx_process_slot`` names:
+  the previous process again after a failed ``socketpair()``, whose
+  receivers then hold two descriptors for it, one never closed; a closed
+  descriptor after a failed ``fork()``, "sendmsg() failed (9: Bad file
+  descriptor)" once per worker). ``nginx_quirks`` announces as nginx does.
+- ``ngx_reap_children`` neither closes nor announces closed again the
+  channel of a slot whose respawn failed (``ngx_spawn_process`` has set it
+  to -1; nginx closes the stale numbers again, by then another process's
+  descriptors, and sends a second CLOSE_CHANNEL). ``nginx_quirks`` does.
+- ``live`` is recomputed from the table when QUIT or TERM is pending, so a
+  master none of whose workers could be spawned exits (nginx's ``live``
+  stays 1 until a SIGCHLD that never comes, and the master never exits).
+  ``nginx_quirks`` keeps nginx's.
+- ``ngx_channel_handler`` checks the slot of OPEN_CHANNEL and CLOSE_CHANNEL
+  against ``NGX_MAX_PROCESSES`` (nginx indexes its array unchecked, outside
+  it for a bad slot; Python would raise ``IndexError`` or wrap a negative
+  slot to the end) and logs an alert "channel command N for invalid slot S
+  ignored", in both modes; the descriptor of such an OPEN_CHANNEL is closed
+  (left open with ``nginx_quirks``).
+- An unknown command makes ``ngx_channel_handler`` log an alert "unknown
+  channel command N ignored"; nginx ignores it without a word, and so does
+  ngxlab with ``nginx_quirks``.
+- Observation points nginx does not have: ``_table_observers`` run at the
+  top of a pass of the master's loop when no signal is pending (the
+  command line writes the process table to ``logs/ngxlab.slots`` with one,
+  when it changed; during a storm of SIGCHLD it is written once the storm
+  has passed, not once per pass), and ``_received`` after every message a
+  worker reads (``lab.Master``'s reports). Both are empty unless an
+  instrument fills them.
 - The channel mesh in the worker is nginx's; ngxlab adds one descriptor: a
   pidfd of the master, registered with the event loop, so that a worker
   notices its master's death and exits within a second
   (``ngx_core_conf_t.watch_master``, on by default). nginx's workers live on
-  when the master is killed: with ``watch_master=0`` so do ngxlab's.
+  when the master is killed: with ``watch_master=0`` so do ngxlab's. If
+  ``pidfd_open`` fails (kernels before 5.3, or no descriptor left) the
+  worker's init exits with code 2, which is not respawned.
+- There are no modules, so no ``init_process`` loop, no ``exit_process``
+  hooks in ``ngx_worker_process_exit`` and no ``exit_master`` hooks in
+  ``ngx_master_process_exit``: ``ngx_worker_process_init`` calls the two
+  hooks ngxlab has (the event loop, the listening sockets), each fatal on
+  ``NGX_ERROR`` (exit code 2), as a module's is.
 - ``ngx_worker_process_exit`` and ``ngx_master_process_exit`` end the process
-  with ``os._exit`` after flushing (nginx calls ``exit()``).
+  with ``os._exit`` after flushing (nginx calls ``exit()``), and do not copy
+  the log into a static exit cycle.
 - ``ngx_worker_process_init`` mirrors the signal mask, the module hooks
-  (the event loop, the listening sockets) and the channel clean-up; it does
-  not mirror the environment, priority, rlimits, setgid/setuid, CPU
-  affinity, dumpable, chdir and srandom steps, which ngxlab has no
-  configuration for. ``ngx_worker_process_cycle`` has no shutdown timer and
-  no posted events.
+  and the channel clean-up; it does not mirror the environment, priority,
+  rlimits, setgid/setuid, CPU affinity, dumpable, chdir and srandom steps,
+  which ngxlab has no configuration for. ``ngx_worker_process_cycle`` has
+  no shutdown timer and no posted events.
 - On ``NGX_ERROR`` nginx's ``ngx_channel_handler`` first calls
   ``ngx_del_conn(c, 0)`` under epoll; ngxlab's ``ngx_close_connection``
   removes the descriptor from epoll itself (``ngx_del_event`` with
@@ -43,6 +94,8 @@ Deviations:
   handler registered for it in ``ngxlab.channel._extensions`` (see
   ``ngxlab.beyond``), before the branch that logs it as unknown; with
   nothing registered that branch is as before.
+- The master's title is "master process" without nginx's copy of the
+  command line (see ``ngxlab.setproctitle``).
 - ``keep_inherited_channels`` (ngxlab's, off by default) skips the
   closing in ``ngx_worker_process_init``, to measure what it saves.
 - There is no cache manager or loader: ``ngx_start_cache_manager_processes``
@@ -53,13 +106,12 @@ Deviations:
 from __future__ import annotations
 
 import os
-import select
 import signal
 import time
 
 # Everything a worker runs is imported here, in the master, before any fork:
 # an import after fork() would be paid again by every worker.
-from ngxlab import _forking, _http, channel as ngx_ch, connection
+from ngxlab import _forking, _http, _pending, channel as ngx_ch, connection
 from ngxlab import cycle as ngx_cy, event as ngx_event, process as proc_mod
 from ngxlab.setproctitle import ngx_setproctitle
 from ngxlab.channel import (  # noqa: F401  (re-exported, as ngx_process_cycle.h)
@@ -115,8 +167,11 @@ ngx_noaccept = 0
 ngx_noaccepting = 0
 ngx_restart = 0
 
-# How nginx's quirks are kept for demonstrations (not nginx's): the worker
-# reads its channel as nginx does, leaks included, when this is true.
+# How nginx's quirks are kept for demonstrations (not nginx's): with this
+# true, every safe default listed under "Deviations" gives way to nginx's
+# behaviour (messages lost on a full channel, announcements after a failed
+# spawn, a master that cannot exit without workers), and the worker reads
+# its channel as nginx does, leaks included.
 nginx_quirks = False
 
 _master_signals = (
@@ -126,10 +181,12 @@ _master_signals = (
 )
 
 
-def _sigsuspend(sigset):
+def _sigsuspend(sigset, log):
     """Wait for one signal of ``sigset`` (all blocked), then take every other
-    one already pending, running ``ngx_signal_handler`` for each."""
-    info = signal.sigwaitinfo(sigset)
+    one already pending, running ``ngx_signal_handler`` for each. While
+    messages are queued for full channels, the wait flushes them as room
+    appears (``ngxlab._pending.sigwaitinfo``)."""
+    info = _pending.sigwaitinfo(sigset, log)
     proc_mod.ngx_signal_handler(info.si_signo, info)
     while True:
         info = signal.sigtimedwait(sigset, 0)
@@ -163,8 +220,11 @@ def ngx_master_process_cycle(cycle):
     live = 1
 
     while True:
-        for observe in _table_observers:
-            observe(cycle)
+        # ngxlab's observers of the process table (not nginx's), when no
+        # signal is waiting to start the next pass at once
+        if _table_observers and not signal.sigpending():
+            for observe in _table_observers:
+                observe(cycle)
 
         if delay:
             if ngx_sigalrm:
@@ -177,7 +237,7 @@ def ngx_master_process_cycle(cycle):
 
         ngx_log_debug(cycle.log, 0, "sigsuspend")
 
-        _sigsuspend(_master_signals)
+        _sigsuspend(_master_signals, cycle.log)
 
         ngx_log_debug(cycle.log, 0, "wake up, sigio %d", sigio)
 
@@ -185,6 +245,11 @@ def ngx_master_process_cycle(cycle):
             ngx_reap = 0
             ngx_log_debug(cycle.log, 0, "reap children")
             live = ngx_reap_children(cycle)
+
+        # ngxlab: live is only recomputed when a child is reaped; a master
+        # whose every spawn failed would wait for a SIGCHLD that never comes
+        if live and (ngx_terminate or ngx_quit) and not nginx_quirks:
+            live = _live()
 
         if not live and (ngx_terminate or ngx_quit):
             ngx_master_process_exit(cycle)
@@ -261,6 +326,14 @@ def ngx_master_process_cycle(cycle):
             ngx_signal_worker_processes(cycle, signal.SIGQUIT)
 
 
+def _live():
+    """Whether a child counts as live for ``ngx_reap_children``: not exited,
+    and exiting or not detached (a running new binary does not count)."""
+    return int(any(p.pid != -1 and not p.exited
+                   and (p.exiting or not p.detached)
+                   for p in ngx_processes[:proc_mod.ngx_last_process]))
+
+
 def _argv():
     from ngxlab import nginx
     return nginx.ngx_argv
@@ -272,19 +345,27 @@ def ngx_start_worker_processes(cycle, n, type):
     ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "start worker processes")
 
     for i in range(n):
-        ngx_spawn_process(cycle, ngx_worker_process_cycle, i, "worker process",
-                          type)
+        pid = ngx_spawn_process(cycle, ngx_worker_process_cycle, i,
+                                "worker process", type)
+
+        # ngxlab: nothing to announce after a failed spawn (nginx announces
+        # the slot ngx_process_slot names: the previous process again after
+        # a failed socketpair(), a closed channel after a failed fork())
+        if pid == NGX_INVALID_PID and not nginx_quirks:
+            continue
+
         ngx_pass_open_channel(cycle)
 
 
-def ngx_pass_open_channel(cycle, *, retry_again=True):
+def ngx_pass_open_channel(cycle):
     """Send OPEN_CHANNEL {pid, slot, fd = its channel[0]} about the process
     just spawned to every other live process with a channel.
 
     nginx ignores the result ("TODO: NGX_AGAIN"): when a receiver's socket
     buffer is full the message is lost and that receiver never learns about
-    the new process. ngxlab waits for room and writes again
-    (``retry_again=True``); ``retry_again=False`` is nginx's behaviour.
+    the new process. ngxlab queues it instead (``ngxlab._pending``) and
+    writes it, in order, when the receiver has read; with ``nginx_quirks``
+    the message is lost as in nginx.
     """
     slot = proc_mod.ngx_process_slot
     new = ngx_processes[slot]
@@ -300,23 +381,13 @@ def ngx_pass_open_channel(cycle, *, retry_again=True):
                       "pass channel s:%d pid:%d fd:%d to s:%d pid:%d fd:%d",
                       ch.slot, ch.pid, ch.fd, i, p.pid, p.channel[0])
 
-        _write_again(p.channel[0], ch, cycle.log, retry_again)
+        # TODO: NGX_AGAIN (nginx's comment: the result is ignored)
 
-
-def _write_again(fd, ch, log, retry_again, deadline=1.0):
-    rc = ngx_write_channel(fd, ch, sizeof(ngx_channel_t), log)
-    if rc != NGX_AGAIN or not retry_again:
-        return rc
-    # The receiver is not reading: wait (bounded) for room in its buffer.
-    end = time.monotonic() + deadline
-    while rc == NGX_AGAIN and time.monotonic() < end:
-        select.select([], [fd], [], max(0.0, end - time.monotonic()))
-        rc = ngx_write_channel(fd, ch, sizeof(ngx_channel_t), log)
-    if rc == NGX_AGAIN:
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "channel %d stays full: %s for slot %d lost", fd,
-                      ngx_ch.command_name(ch.command), ch.slot)
-    return rc
+        if nginx_quirks:
+            ngx_write_channel(p.channel[0], ch, sizeof(ngx_channel_t),
+                              cycle.log)
+        else:
+            _pending.write(i, p.channel[0], ch, cycle.log)
 
 
 def ngx_signal_worker_processes(cycle, signo):
@@ -354,8 +425,12 @@ def ngx_signal_worker_processes(cycle, signo):
             continue
 
         if command:
-            if ngx_write_channel(p.channel[0], ch, sizeof(ngx_channel_t),
-                                 cycle.log) == NGX_OK:
+            # ngxlab: behind messages queued for a full channel, the command
+            # goes by kill(), as nginx's does when the write fails
+            if not _pending.queued(i) \
+                    and ngx_write_channel(p.channel[0], ch,
+                                          sizeof(ngx_channel_t),
+                                          cycle.log) == NGX_OK:
                 if signo != signal.SIGUSR1:
                     p.exiting = 1
                 continue
@@ -400,7 +475,10 @@ def ngx_reap_children(cycle):
 
         if p.exited:
 
-            if not p.detached:
+            # ngxlab: (the second condition) a slot whose respawn failed
+            # has no channel left to close or to announce closed
+            if not p.detached and (p.channel[0] != -1 or nginx_quirks):
+                _pending.drop(i)        # ngxlab: nobody will read its queue
                 ngx_ch.ngx_close_channel(p.channel, cycle.log)
 
                 p.channel[0] = -1
@@ -418,7 +496,13 @@ def ngx_reap_children(cycle):
                                   "pass close channel s:%d pid:%d to:%d",
                                   ch.slot, ch.pid, q.pid)
 
-                    _write_again(q.channel[0], ch, cycle.log, not nginx_quirks)
+                    # TODO: NGX_AGAIN (nginx's comment: the result is ignored)
+
+                    if nginx_quirks:
+                        ngx_write_channel(q.channel[0], ch,
+                                          sizeof(ngx_channel_t), cycle.log)
+                    else:
+                        _pending.write(n, q.channel[0], ch, cycle.log)
 
             if p.respawn and not p.exiting and not ngx_terminate \
                     and not ngx_quit:
@@ -666,6 +750,15 @@ def ngx_channel_handler(ev):
 
         elif ch.command == NGX_CMD_REOPEN:
             ngx_reopen = 1
+
+        elif ch.command in (NGX_CMD_OPEN_CHANNEL, NGX_CMD_CLOSE_CHANNEL) \
+                and not 0 <= ch.slot < proc_mod.NGX_MAX_PROCESSES:
+            # ngxlab: nginx indexes its table with the slot unchecked
+            ngx_log_error(NGX_LOG_ALERT, ev.log, 0,
+                          "channel command %d for invalid slot %d ignored",
+                          ch.command, ch.slot)
+            if ch.command == NGX_CMD_OPEN_CHANNEL and not nginx_quirks:
+                ngx_ch._close_fds((ch.fd,))
 
         elif ch.command == NGX_CMD_OPEN_CHANNEL:
             ngx_log_debug(ev.log, 0, "get channel s:%d pid:%d fd:%d",

@@ -177,7 +177,7 @@ def proc_state(pid: int) -> str | None:
         return None
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str):
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.005):
     """Call ``predicate()`` until it returns something true, and return that;
     fail the test with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -186,4 +186,4 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str):
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout} s: {what}"
-        time.sleep(0.01)
+        time.sleep(interval)

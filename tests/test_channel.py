@@ -418,3 +418,38 @@ def test_padding_is_zero_on_the_wire(pair, log):
                       SIZE, lg)
     raw = b.recv(64)
     assert raw[12:16] == b"\0" * 4 and raw[28:32] == b"\0" * 4
+
+
+# -- a process-wide socket timeout -----------------------------------------
+
+def test_a_default_socket_timeout_changes_nothing(log):
+    """``socket.setdefaulttimeout()`` in the process must not turn a full or
+    an empty channel into a wait: NGX_AGAIN at once, as the system call
+    says, not NGX_ERROR after the timeout."""
+    import time
+
+    from ngxlab import channel
+
+    lg, buf = log
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a.setblocking(False)
+    b.setblocking(False)
+    s0, s1 = a.detach(), b.detach()
+    channel._forget_sockets()          # wrap the numbers anew, under the timeout
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(2)
+    try:
+        t = time.monotonic()
+        assert ngx_read_channel(s1, ngx_channel_t(), SIZE, lg) == NGX_AGAIN
+        ch = ngx_channel_t(NGX_CMD_QUIT, 0, 0, -1)
+        while (rc := ngx_write_channel(s0, ch, SIZE, lg)) == NGX_OK:
+            pass
+        assert rc == NGX_AGAIN
+        assert time.monotonic() - t < 1.0
+        assert buf.getvalue() == ""
+        assert os.get_blocking(s0) is False and os.get_blocking(s1) is False
+    finally:
+        socket.setdefaulttimeout(old)
+        channel._forget_sockets()
+        os.close(s0)
+        os.close(s1)

@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+from _tools import wait_for as _wait
 
 from _tools import proc_state as _state, wait_for as _wait
 from ngxlab.lab.census import census_master, children_of

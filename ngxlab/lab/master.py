@@ -38,7 +38,7 @@ import signal
 import time
 
 from ngxlab import (
-    channel as ngx_channel, connection, cycle as ngx_cycle, process,
+    _pending, channel as ngx_channel, connection, cycle as ngx_cycle, process,
     process_cycle as pc,
 )
 from ngxlab.core import NGX_LOG_ALERT, NGX_LOG_NOTICE, NGX_OK, ngx_log_error, ngx_log_t, sizeof
@@ -61,6 +61,7 @@ class MasterTimeout(MasterError, RunnerTimeout):
 
 def _reset_tables():
     """Put the process table and the flags back as at import, in place."""
+    _pending.reset()            # the write queue's duplicated descriptors
     for p in process.ngx_processes:
         p.__init__()
     process.ngx_last_process = 0
@@ -435,6 +436,7 @@ def _collect():
     pid of the table instead of ``waitpid(-1)``, so that a notebook's or a
     test's other children are left to their owners."""
     log = ngx_cycle.ngx_cycle.log if ngx_cycle.ngx_cycle else None
+    _pending.flush(log)     # what a master's loop does on every pass
     for p in process.ngx_processes[:process.ngx_last_process]:
         if p.pid <= 0 or p.exited or p.detached:
             continue

@@ -162,6 +162,8 @@ class MasterProcess(Runner):
     when None). ``listen``: ``("127.0.0.1", port)``, port 0 for a free one
     (``port`` says which). ``daemon``: run with ``--daemon``.
     ``nginx_orphans``: workers outlive a killed master, as nginx's do.
+    ``nginx_quirks``: nginx's behaviour where the mirrors' safe defaults
+    differ (``ngxlab run --nginx-quirks``).
     ``log_level``: the error log's level. ``strace``: run it under ``strace
     -f`` (True, or the output's path); the master is then found by its pid
     file. ``start_timeout``: how long ``start()`` waits for the full mesh.
@@ -174,7 +176,8 @@ class MasterProcess(Runner):
 
     def __init__(self, workers: int = 4, *, prefix: str | os.PathLike | None = None,
                  listen: tuple[str, int] = ("127.0.0.1", 0), daemon: bool = False,
-                 nginx_orphans: bool = False, log_level: str = "notice",
+                 nginx_orphans: bool = False, nginx_quirks: bool = False,
+                 log_level: str = "notice",
                  strace: bool | str | os.PathLike | None = None,
                  start_timeout: float = 15.0):
         if listen[0] != "127.0.0.1":
@@ -183,6 +186,7 @@ class MasterProcess(Runner):
         self.listen = (listen[0], int(listen[1]))
         self.daemon = bool(daemon)
         self.nginx_orphans = bool(nginx_orphans)
+        self.nginx_quirks = bool(nginx_quirks)
         self.log_level = log_level
         self._guard.master_title = "ngxlab: master"
         self._port: int | None = None
@@ -227,6 +231,8 @@ class MasterProcess(Runner):
         argv.append("--daemon" if self.daemon else "--die-with-parent")
         if self.nginx_orphans:
             argv.append("--nginx-orphans")
+        if self.nginx_quirks:
+            argv.append("--nginx-quirks")
         return self._command_prefix() + argv
 
     # -- how it launches --------------------------------------------------------

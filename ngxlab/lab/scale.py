@@ -1,0 +1,255 @@
+"""The master at scale: a reload and a QUIT with hundreds of workers, ngxlab
+beside a real nginx, measured in one run.
+
+A measurement, not a test: nothing here asserts a speed. :func:`scale` starts
+a real nginx (:class:`~ngxlab.lab.nginx.Nginx`) and ``ngxlab run``
+(:class:`~ngxlab.lab.run.MasterProcess`) with the same number of workers, one
+after the other (the order alternating between repeats), and times on each:
+
+reload
+    from ``kill(master, SIGHUP)`` until the new generation is complete and
+    the old one is gone: the master has exactly N children, none of them of
+    the old generation, and the master and every worker hold as many
+    descriptors as a settled master and worker did before the reload (the
+    master closes a reaped worker's pair; a worker closes a peer's
+    ``channel[0]`` on CLOSE_CHANNEL, so the counts come down to the settled
+    ones only when the old generation is gone everywhere).
+quit
+    from ``kill(master, SIGQUIT)`` until the master has exited (it exits
+    only once every worker has been reaped).
+
+The reload's end is seen by polling ``/proc`` (children, and one
+``listdir`` of ``/proc/PID/fd`` per process), every ``poll`` seconds; each
+result records how many polls it took and what one cost, so the resolution
+is known. The QUIT's end is seen by the runner's ``wait_exit`` (a poll every
+5 to 10 ms).
+Absolute times on a shared machine are noise; the ratios ngxlab / nginx of
+one run are the result. Where nginx cannot run, its side is skipped, with
+the reason.
+
+``python -m ngxlab.lab.scale [--workers 400] [--repeats 1]`` prints the
+table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["ScaleRun", "ScaleResult", "scale", "measure_one"]
+
+
+@dataclass(frozen=True)
+class ScaleRun:
+    """One system, one repeat."""
+
+    system: str             # "nginx" or "ngxlab"
+    workers: int
+    repeat: int
+    start_s: float          # start until the full mesh (the runner's own wait, census included)
+    reload_s: float
+    quit_s: float
+    polls: int              # polls during the reload
+    poll_ms: float          # mean cost of one poll during the reload
+    settled: bool           # the reload ended settled (not at the deadline)
+    reload_master_cpu_s: float = 0.0   # CPU time the master used during the reload
+    reload_workers_cpu_s: float = 0.0  # CPU time all workers (old and new) used during it
+
+
+@dataclass
+class ScaleResult:
+    workers: int
+    runs: list[ScaleRun]
+    machine: str
+    nginx_version: str | None = None
+    nginx_skipped: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def median(self, system: str, what: str) -> float | None:
+        values = [getattr(r, what) for r in self.runs if r.system == system]
+        return statistics.median(values) if values else None
+
+    @property
+    def reload_ratio(self) -> float | None:
+        """ngxlab / nginx, medians of the reload times."""
+        a, b = self.median("ngxlab", "reload_s"), self.median("nginx", "reload_s")
+        return None if a is None or not b else a / b
+
+    @property
+    def quit_ratio(self) -> float | None:
+        a, b = self.median("ngxlab", "quit_s"), self.median("nginx", "quit_s")
+        return None if a is None or not b else a / b
+
+    def table(self) -> str:
+        lines = [f"{self.workers} workers, {self.machine}",
+                 f"{'':8} {'reload s':>9} {'quit s':>9} {'start s':>9}"
+                 f"   reload CPU s: master, workers"]
+        for system in ("nginx", "ngxlab"):
+            if not any(r.system == system for r in self.runs):
+                continue
+            lines.append(f"{system:8} {self.median(system, 'reload_s'):>9.2f} "
+                         f"{self.median(system, 'quit_s'):>9.2f} "
+                         f"{self.median(system, 'start_s'):>9.2f}"
+                         f"   {self.median(system, 'reload_master_cpu_s'):>6.2f} "
+                         f"{self.median(system, 'reload_workers_cpu_s'):>7.2f}")
+        if self.reload_ratio is not None:
+            lines.append(f"{'ratio':8} {self.reload_ratio:>9.2f} {self.quit_ratio:>9.2f}"
+                         f"   (ngxlab / nginx, medians of this run)")
+        if self.nginx_skipped:
+            lines.append(f"nginx skipped: {self.nginx_skipped}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"workers": self.workers, "machine": self.machine,
+                "nginx_version": self.nginx_version, "nginx_skipped": self.nginx_skipped,
+                "reload_ratio": self.reload_ratio, "quit_ratio": self.quit_ratio,
+                "runs": [asdict(r) for r in self.runs], **self.extra}
+
+
+# -- /proc, quickly ------------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    kids: set[int] = set()
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    kids.update(int(x) for x in f.read().split())
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return kids
+
+
+def _nfds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """(own user+system CPU, reaped children's user+system CPU), seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0.0, 0.0
+    rest = data[data.rfind(b")") + 2:].split()
+    own = int(rest[11]) + int(rest[12])
+    children = int(rest[13]) + int(rest[14])
+    return own / _TICK, children / _TICK
+
+
+class _System:
+    """Start/stop and the master's pid, alike for nginx and ngxlab."""
+
+    def __init__(self, system: str, n: int, start_timeout: float):
+        self.system = system
+        if system == "nginx":
+            from ngxlab.lab.nginx import Nginx
+            self.r = Nginx(workers=n, start_timeout=start_timeout)
+        else:
+            from ngxlab.lab.run import MasterProcess
+            self.r = MasterProcess(workers=n, start_timeout=start_timeout)
+
+    @property
+    def master(self) -> int:
+        return self.r.master_pid if self.system == "nginx" else self.r.pid
+
+
+def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
+                timeout: float = 600.0, start_timeout: float = 300.0) -> ScaleRun:
+    """Start ``system`` ("nginx" or "ngxlab") with ``n`` workers, time a
+    reload and then a QUIT (see the module's docstring), stop it."""
+    s = _System(system, n, start_timeout)
+    t = time.perf_counter()
+    s.r.start()
+    start_s = time.perf_counter() - t
+    try:
+        master = s.master
+        old = _children(master)
+        base_master = _nfds(master)
+        base_worker = statistics.mode(_nfds(p) for p in old)
+
+        cpu0, reaped0 = _cpu(master)
+        old_cpu = sum(_cpu(p)[0] for p in old)
+        os.kill(master, signal.SIGHUP)
+        t0 = time.perf_counter()
+        polls, cost, settled = 0, 0.0, False
+        while time.perf_counter() - t0 < timeout:
+            p0 = time.perf_counter()
+            kids = _children(master)
+            done = (len(kids) == n and not kids & old and _nfds(master) == base_master
+                    and all(_nfds(k) == base_worker for k in kids))
+            cost += time.perf_counter() - p0
+            polls += 1
+            if done:
+                settled = True
+                break
+            time.sleep(poll)
+        reload_s = time.perf_counter() - t0
+        cpu1, reaped1 = _cpu(master)
+        new_cpu = sum(_cpu(p)[0] for p in _children(master))
+        master_cpu = cpu1 - cpu0
+        workers_cpu = (reaped1 - reaped0) - old_cpu + new_cpu
+
+        os.kill(master, signal.SIGQUIT)
+        t0 = time.perf_counter()
+        s.r.wait_exit(timeout)              # polls every 5 to 10 ms, and reaps
+        quit_s = time.perf_counter() - t0
+    finally:
+        s.r.stop()
+    return ScaleRun(system=system, workers=n, repeat=repeat, start_s=round(start_s, 3),
+                    reload_s=round(reload_s, 3), quit_s=round(quit_s, 3), polls=polls,
+                    poll_ms=round(1000 * cost / max(polls, 1), 2), settled=settled,
+                    reload_master_cpu_s=round(master_cpu, 2),
+                    reload_workers_cpu_s=round(workers_cpu, 2))
+
+
+def scale(n: int = 400, *, repeats: int = 1, poll: float = 0.02,
+          timeout: float = 600.0) -> ScaleResult:
+    """nginx and ngxlab with ``n`` workers: ``repeats`` reloads and QUITs of
+    each, interleaved (nginx first on even repeats). nginx is skipped, with
+    the reason, where it cannot run."""
+    from ngxlab.lab.bench import machine_info
+    from ngxlab.lab.scaling import nginx_available
+    path, why = nginx_available()
+    version = None
+    if path is not None:
+        from ngxlab.lab.nginx import nginx_version
+        version = nginx_version(path)
+    runs = []
+    for repeat in range(repeats):
+        order = ["nginx", "ngxlab"] if repeat % 2 == 0 else ["ngxlab", "nginx"]
+        for system in order:
+            if system == "nginx" and path is None:
+                continue
+            runs.append(measure_one(system, n, repeat=repeat, poll=poll, timeout=timeout))
+    return ScaleResult(workers=n, runs=runs, machine=machine_info().line(),
+                       nginx_version=version, nginx_skipped=why)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ngxlab.lab.scale",
+                                description="A reload and a QUIT with many workers: "
+                                            "ngxlab beside a real nginx, in one run.")
+    p.add_argument("--workers", type=int, default=400)
+    p.add_argument("--repeats", type=int, default=1)
+    args = p.parse_args(argv)
+    print(scale(args.workers, repeats=args.repeats).table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The hard paths of the master and its workers: exhausted descriptors,
+failed spawns and respawns, hostile channel input. Each case is produced for
+real (resource limits set in the test's own child, or on a running master
+with prlimit; a process limit needs an unprivileged user, root is exempt),
+and checked twice where nginx shares the fault: ngxlab's safe default, and
+``nginx_quirks``, which keeps nginx's behaviour."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import socket
+import time
+
+import pytest
+from _tools import wait_for
+
+from ngxlab.channel import NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL
+from ngxlab.lab import failpaths
+from ngxlab.lab.master import Master
+from ngxlab.lab.run import MasterProcess
+
+def _nfds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# -- 3: a worker whose init fails exits with nginx's fatal code 2 ------------
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_whose_init_runs_out_of_descriptors_exits_2_and_is_not_respawned():
+    """Descriptors run out after the channel: the respawned worker's
+    epoll_create(), pipe2() or pidfd_open() fails. nginx: emerg, exit(2),
+    "exited with fatal code 2 and cannot be respawned". (epoll and pipe2
+    used to raise: exit 1, respawned in a loop, a traceback each time.)"""
+    with MasterProcess(workers=1) as m:
+        master = m.pid
+        # the reap frees the dead worker's pair and the respawn's socketpair
+        # takes it again; one descriptor more: the worker inherits the limit
+        # and the master's table, and its pipe2() finds no room
+        used = _nfds(master)
+        resource.prlimit(master, resource.RLIMIT_NOFILE,
+                         (used + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        since = m.log_offset()
+        m.kill_worker(0)
+        m.wait_log(r"exited with fatal code 2 and cannot be respawned", since=since, timeout=10)
+        time.sleep(0.5)
+        lines = m.log_lines(since)
+        assert any(re.search(r"\] \d+#0: (epoll_create|pipe2|pidfd_open)\(\d*\) failed \(24: ", l)
+                   for l in lines), lines
+        assert sum("start worker process" in l for l in lines) == 1, lines      # no respawn storm
+        assert not any("Traceback" in l for l in lines)
+        assert m.slots() == {}
+
+
+# -- 4: a master with no workers can be stopped -------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_master_without_workers_exits_on_quit():
+    r = failpaths.without_workers("ngxlab")
+    assert r.fork_failures == 2
+    assert r.exited_on_quit, r.log[-5:]
+    assert any(re.match(r"\[notice\] \d+#0: exit$", line) for line in r.log)
+
+
+@pytest.mark.timeout(60)
+def test_a_master_without_workers_with_nginx_quirks_waits_as_nginx_does():
+    # nginx's live stays 1 until a SIGCHLD that never comes: QUIT and TERM change nothing
+    r = failpaths.without_workers("ngxlab --nginx-quirks", wait=2.0)
+    assert r.fork_failures == 2
+    assert not r.exited_on_quit and not r.exited_on_term
+
+
+@pytest.mark.timeout(60)
+def test_a_real_nginx_without_workers_cannot_be_stopped(nginx_bin):
+    r = failpaths.without_workers("nginx", wait=2.0)
+    assert r.fork_failures == 2, r.log
+    assert not r.exited_on_quit and not r.exited_on_term
+
+
+# -- 5: the failure paths of spawning and respawning --------------------------
+
+
+@pytest.mark.timeout(90)
+def test_a_failed_socketpair_announces_nothing():
+    r = failpaths.socketpair_failure(False)
+    assert sum("socketpair() failed" in line for line in r.log) == 2
+    assert r.ends == {0: ("0:1", "1:0", "2:0"), 1: ("0:0", "1:1", "2:0"), 2: ("0:0", "1:0", "2:1")}
+    assert r.duplicates() == {}
+
+
+@pytest.mark.timeout(90)
+def test_a_failed_socketpair_with_nginx_quirks_leaks_as_nginx_does():
+    # nginx announces ngx_process_slot, still the last worker spawned, once
+    # per failure: slots 0 and 1 get its channel[0] twice more, and keep them
+    r = failpaths.socketpair_failure(True)
+    assert r.ends[0] == ("0:1", "1:0", "2:0", "2:0", "2:0")
+    assert r.ends[1] == ("0:0", "1:1", "2:0", "2:0", "2:0")
+    assert r.ends[2] == ("0:0", "1:0", "2:1")
+    assert r.duplicates() == {0: 2, 1: 2}
+
+
+@pytest.mark.timeout(90)
+def test_a_real_nginx_leaks_after_a_failed_socketpair(nginx_bin):
+    r = failpaths.nginx_socketpair_failure()
+    assert any("socketpair() failed" in line for line in r.log)
+    assert r.duplicates(), r.table
+
+
+@pytest.mark.timeout(90)
+def test_a_failed_fork_leaves_no_stale_numbers():
+    r = failpaths.fork_failure(False)
+    assert any("fork() failed while spawning" in line for line in r.log)
+    assert any("could not respawn worker process" in line for line in r.log)
+    assert r.notes["stale"] == [-1, -1]
+    assert not any("fatal code 2" in line for line in r.log), r.log
+    assert r.notes["slots"] == [0, 1, 2] and r.notes["full mesh"]
+
+
+@pytest.mark.timeout(90)
+def test_a_failed_fork_with_nginx_quirks_closes_through_stale_numbers():
+    # nginx leaves the closed numbers in the slot; the next socketpair()
+    # gets them, and the new worker closes its own channel[1] through slot
+    # 1's stale entry: epoll_ctl() fails, exit code 2, one worker short
+    r = failpaths.fork_failure(True)
+    assert r.notes["stale"] == r.notes["new_pair"]
+    assert any(re.search(r"epoll_ctl\(1, \d+\) failed \(9: Bad file descriptor\)", line)
+               for line in r.log), r.log
+    assert any("exited with fatal code 2 and cannot be respawned" in line for line in r.log)
+    assert 2 not in r.notes["slots"]
+
+
+# -- 6: hostile or odd input ------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("quirks", [False, True])
+def test_a_channel_message_with_an_impossible_slot(quirks):
+    with Master(workers=1, report=True, nginx_quirks=quirks) as m:
+        m.wait_mesh()
+        pid = m.pid(0)
+        before = _nfds(pid)
+        for slot in (5000, 2 ** 62, -1, 1024):
+            m.send(0, NGX_CMD_CLOSE_CHANNEL, pid=1, about_slot=slot)
+        r, w = os.pipe()
+        try:
+            m.send(0, NGX_CMD_OPEN_CHANNEL, pid=1, about_slot=-1, fd=r)
+            m.send(0, NGX_CMD_OPEN_CHANNEL, pid=1, about_slot=5000, fd=r)
+        finally:
+            os.close(r)
+            os.close(w)
+        m.reopen()
+        wait_for(lambda: sum("invalid slot" in l for l in m.log_lines()) == 6, 5, "six alerts")
+        wait_for(lambda: any(f"{pid}#0: reopening logs" in l for l in m.log_lines()), 5,
+              "the worker still reads its channel")
+        assert not any("Traceback" in l or "IndexError" in l for l in m.log_lines())
+        assert m.pid(0) == pid
+        # nothing written into the table (entry 1023 is where slot -1 lands in Python)
+        assert all(e[0] != 1023 for r_ in m.worker_reports() for e in r_["table"])
+        # the descriptors of the two refused OPEN_CHANNELs: closed, or left as nginx leaves them
+        assert _nfds(pid) == before + (2 if quirks else 0)
+
+
+@pytest.mark.timeout(60)
+def test_a_default_socket_timeout_does_not_deafen_a_worker():
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(2)
+    try:
+        with Master(workers=2) as m:
+            m.wait_mesh()
+            m.reopen()
+            time.sleep(2.5)           # a 2 s timeout would have turned EAGAIN into an error by now
+            m.reopen()
+            for w in m.workers:
+                wait_for(lambda: sum(f"{w.pid}#0: reopening logs" in l for l in m.log_lines()) == 2,
+                      5, f"worker {w.pid} reopened twice")
+            assert not any("recvmsg() failed" in l for l in m.log_lines())
+    finally:
+        socket.setdefaulttimeout(old)

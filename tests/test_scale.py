@@ -1,0 +1,78 @@
+"""The master at scale (``ngxlab.lab.scale``): a reload and a QUIT with
+hundreds of workers complete, and the side-by-side measurement runs.
+
+Timing bounds here are generous on purpose: they separate "completes" from
+"stalls" (a reload that used to hang the master for minutes at 300 workers
+and more), not fast from slow; ``python -m ngxlab.lab.scale`` measures the
+ratio to nginx."""
+
+from __future__ import annotations
+
+import pytest
+
+from ngxlab.lab import scale
+
+
+@pytest.mark.timeout(600)
+def test_300_workers_reload_and_quit():
+    run = scale.measure_one("ngxlab", 300, timeout=300)
+    assert run.settled, run          # the new generation complete, the old one gone
+    assert run.quit_s < 60, run
+    assert run.reload_master_cpu_s > 0 and run.reload_workers_cpu_s > 0
+
+
+@pytest.mark.timeout(120)
+def test_side_by_side_with_nginx(nginx_bin):
+    result = scale.scale(4)
+    assert [r.system for r in result.runs] == ["nginx", "ngxlab"]
+    assert all(r.settled for r in result.runs), result.runs
+    assert result.reload_ratio > 0 and result.quit_ratio > 0
+    assert "ratio" in result.table()
+
+
+@pytest.mark.timeout(600)
+def test_a_reload_of_300_workers_with_one_stopped():
+    """One old worker stopped (SIGSTOP) during a reload of 300: its channel
+    fills with the new generation's OPEN_CHANNELs and the old ones'
+    CLOSE_CHANNELs. The master goes on (it used to wait a second per
+    message for that channel: minutes), answers a signal, and once the
+    worker is resumed (it gets its QUIT by kill(), queued behind its
+    channel) the reload completes."""
+    import os
+    import signal
+    import statistics
+    import time
+
+    from _tools import wait_for
+    from ngxlab.lab.run import MasterProcess
+
+    n = 300
+    with MasterProcess(workers=n, start_timeout=300) as m:
+        master = m.pid
+        old = scale._children(master)
+        base_master = scale._nfds(master)
+        base_worker = statistics.mode(scale._nfds(p) for p in old)
+        stopped = m.slots()[0]
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            os.kill(master, signal.SIGHUP)
+            # every old worker but the stopped one gone, the new generation complete
+            wait_for(lambda: len(scale._children(master) - old) == n
+                     and scale._children(master) & old == {stopped}, 240, "the reload, but one")
+            since = m.log_offset()
+            t = time.monotonic()
+            m.send_signal(signal.SIGUSR1)
+            m.wait_log(rf"\] {master}#0: reopening logs", since=since, timeout=30)
+            answered = time.monotonic() - t
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        # The master answers after the pass it is in: the reap of ~300 old
+        # workers, a CLOSE_CHANNEL to each of ~300 peers, on 2 cores shared
+        # with 300 workers that read them (seconds). Waiting a second per
+        # message for the stopped worker's full channel took minutes.
+        assert answered < 60, answered
+        wait_for(lambda: not scale._children(master) & old and scale._nfds(master) == base_master
+                 and all(scale._nfds(k) == base_worker for k in scale._children(master)),
+                 120, "the reload complete after SIGCONT", interval=0.1)
+        m.send_signal(signal.SIGQUIT)
+        m.wait_exit(120)
