@@ -35,7 +35,7 @@ def test_a_worker_whose_init_runs_out_of_descriptors_exits_2_and_is_not_respawne
     "exited with fatal code 2 and cannot be respawned". (epoll and pipe2
     used to raise: exit 1, respawned in a loop, a traceback each time.)"""
     with MasterProcess(workers=1) as m:
-        master = m.pid
+        master = m.master_pid
         # the reap frees the dead worker's pair and the respawn's socketpair
         # takes it again; one descriptor more: the worker inherits the limit
         # and the master's table, and its pipe2() finds no room
@@ -51,7 +51,7 @@ def test_a_worker_whose_init_runs_out_of_descriptors_exits_2_and_is_not_respawne
                    for l in lines), lines
         assert sum("start worker process" in l for l in lines) == 1, lines      # no respawn storm
         assert not any("Traceback" in l for l in lines)
-        assert m.slots() == {}
+        assert m.slots == {}
 
 
 # -- 4: a master with no workers can be stopped -------------------------------
@@ -140,7 +140,7 @@ def test_a_failed_fork_with_nginx_quirks_closes_through_stale_numbers():
 def test_a_channel_message_with_an_impossible_slot(quirks):
     with Master(workers=1, report=True, nginx_quirks=quirks) as m:
         m.wait_mesh()
-        pid = m.pid(0)
+        pid = m.slots[0]
         before = _nfds(pid)
         for slot in (5000, 2 ** 62, -1, 1024):
             m.send(0, NGX_CMD_CLOSE_CHANNEL, pid=1, about_slot=slot)
@@ -151,12 +151,12 @@ def test_a_channel_message_with_an_impossible_slot(quirks):
         finally:
             os.close(r)
             os.close(w)
-        m.reopen()
+        m.signal("reopen")
         wait_for(lambda: sum("invalid slot" in l for l in m.log_lines()) == 6, 5, "six alerts")
         wait_for(lambda: any(f"{pid}#0: reopening logs" in l for l in m.log_lines()), 5,
               "the worker still reads its channel")
         assert not any("Traceback" in l or "IndexError" in l for l in m.log_lines())
-        assert m.pid(0) == pid
+        assert m.slots[0] == pid
         # nothing written into the table (entry 1023 is where slot -1 lands in Python)
         assert all(e[0] != 1023 for r_ in m.worker_reports() for e in r_["table"])
         # the descriptors of the two refused OPEN_CHANNELs: closed, or left as nginx leaves them
@@ -170,9 +170,9 @@ def test_a_default_socket_timeout_does_not_deafen_a_worker():
     try:
         with Master(workers=2) as m:
             m.wait_mesh()
-            m.reopen()
+            m.signal("reopen")
             time.sleep(2.5)           # a 2 s timeout would have turned EAGAIN into an error by now
-            m.reopen()
+            m.signal("reopen")
             for w in m.workers:
                 wait_for(lambda: sum(f"{w.pid}#0: reopening logs" in l for l in m.log_lines()) == 2,
                       5, f"worker {w.pid} reopened twice")

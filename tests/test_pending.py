@@ -52,11 +52,11 @@ def _respawn_while_stopped(m, times):
     worker, in order, and the longest a respawn took."""
     owed, longest = [], 0.0
     for _ in range(times):
-        old = m.pid(1)
+        old = m.slots[1]
         t = time.monotonic()
-        new = m.kill(1)
+        assert m.kill_worker(1) == old
+        new = m.slots[1]
         longest = max(longest, time.monotonic() - t)
-        assert new is not None
         owed += [(NGX_CMD_CLOSE_CHANNEL, old), (NGX_CMD_OPEN_CHANNEL, new)]
     return owed, longest
 
@@ -65,8 +65,8 @@ def _respawn_while_stopped(m, times):
 def test_order_and_completeness_under_a_stopped_worker():
     with Master(workers=3, report=True) as m:
         m.wait_mesh()
-        first = m.pid(1)
-        stopped = m.pid(0)
+        first = m.slots[1]
+        stopped = m.slots[0]
         _stop(stopped)
         try:
             owed, longest = _respawn_while_stopped(m, OVERFLOW)
@@ -91,7 +91,7 @@ def test_a_reaped_slot_drops_its_queue_and_leaks_nothing():
     with Master(workers=3) as m:
         m.wait_mesh()
         settled = len(fd_table())
-        stopped = m.pid(0)
+        stopped = m.slots[0]
         _stop(stopped)
         try:
             _respawn_while_stopped(m, OVERFLOW)
@@ -99,7 +99,8 @@ def test_a_reaped_slot_drops_its_queue_and_leaks_nothing():
             assert queued > 0
             # the queued OPEN_CHANNELs hold duplicates of the descriptors they announce
             assert len(fd_table()) > settled
-            new = m.kill(0)                    # SIGKILL the stopped worker: reaped, respawned
+            m.kill_worker(0)                   # SIGKILL the stopped worker: reaped, respawned
+            new = m.slots[0]
         finally:
             try:
                 os.kill(stopped, signal.SIGCONT)
@@ -130,7 +131,7 @@ def _quirks_run(quirks):
     it read once resumed, and how many were queued at the most."""
     with Master(workers=3, report=True, nginx_quirks=quirks) as m:
         m.wait_mesh()
-        stopped = m.pid(0)
+        stopped = m.slots[0]
         _stop(stopped)
         try:
             with record_channel() as sent:
@@ -182,12 +183,12 @@ def test_quit_reopen_terminate_still_reach_a_full_channel_by_kill(quirks):
     as a signal."""
     with Master(workers=3, nginx_quirks=quirks) as m:
         m.wait_mesh()
-        stopped = m.pid(0)
+        stopped = m.slots[0]
         _stop(stopped)
         since = len(m.log_lines())
         try:
             _respawn_while_stopped(m, OVERFLOW)
-            m.reopen()
+            m.signal("reopen")
         finally:
             os.kill(stopped, signal.SIGCONT)
         wait_for(lambda: any(f"{stopped}#0: signal 10 (SIGUSR1) received" in line
@@ -234,7 +235,7 @@ def _master_above_1023():
     with Master(workers=3) as m:
         m.wait_mesh()
         lowest = min(fd for w in m.workers for fd in w.channel)
-        stopped = m.pid(0)
+        stopped = m.slots[0]
         _stop(stopped)
         try:
             _respawn_while_stopped(m, OVERFLOW)

@@ -48,11 +48,11 @@ def test_a_reload_of_300_workers_with_one_stopped():
 
     n = 300
     with MasterProcess(workers=n, start_timeout=300) as m:
-        master = m.pid
+        master = m.master_pid
         old = scale._children(master)
         base_master = scale._nfds(master)
         base_worker = statistics.mode(scale._nfds(p) for p in old)
-        stopped = m.slots()[0]
+        stopped = m.slots[0]
         os.kill(stopped, signal.SIGSTOP)
         try:
             os.kill(master, signal.SIGHUP)

@@ -161,11 +161,11 @@ def _fork_failure(quirks: bool) -> SpawnFailure:
         soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
         resource.setrlimit(resource.RLIMIT_NPROC, (1, hard))
         try:
-            m.kill(1)                   # reaped; the respawn's fork() fails
+            m.kill_worker(1)            # reaped; the respawn's fork() fails
         finally:
             resource.setrlimit(resource.RLIMIT_NPROC, (soft, hard))
         stale = list(process.ngx_processes[1].channel)
-        m.start(1)                      # a new worker, in slot 2
+        m.spawn(1)                      # a new worker, in slot 2
         new = list(process.ngx_processes[2].channel)
         time.sleep(0.5)
         m.reap()                        # the failed respawn is retried
@@ -199,7 +199,7 @@ def fork_failure(quirks: bool = False) -> SpawnFailure:
 def _nginx_files(workers: int, extra_conf: str = ""):
     """A private prefix with lab.Nginx's configuration for ``workers``
     workers; returns (prefix, command, tmpdir)."""
-    from ngxlab.lab._proc import free_port
+    from ngxlab.lab.runner import free_port
     from ngxlab.lab.nginx import Nginx
     tmp = tempfile.TemporaryDirectory(prefix="ngxlab-failpaths-")
     prefix = Path(tmp.name)

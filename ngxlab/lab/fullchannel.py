@@ -175,10 +175,10 @@ class _Runner:
 
     @property
     def master(self) -> int:
-        return self.r.master_pid if self.system == "nginx" else self.r.pid
+        return self.r.master_pid
 
     def slots(self) -> dict[int, int]:
-        return self.r.slots if self.system == "nginx" else self.r.slots()
+        return self.r.slots
 
     def census(self) -> Census:
         return self.r.census()
@@ -195,7 +195,7 @@ class _Runner:
 
     @property
     def log_path(self) -> Path:
-        return Path(self.r.error_log_path if self.system == "nginx" else self.r.log_path)
+        return Path(self.r.log_path)
 
     def wait_master_line(self, text: str, since: int, timeout: float = 30.0) -> None:
         """Poll the error log every millisecond (the runners' own waits poll
@@ -302,8 +302,8 @@ def run_one(system: str, *, workers: int = 3, respawns: int | None = None,
 def full_channel(systems=SYSTEMS, **kw) -> FullChannelResult:
     """:func:`run_one` for each system, one after the other; nginx is
     skipped, with the reason, where it cannot run."""
-    from ngxlab.lab.bench import machine_info
-    from ngxlab.lab.scaling import nginx_available
+    from ngxlab.lab.nginx import nginx_available
+    from ngxlab.lab.report import machine_info
     runs, skipped, version = {}, None, None
     for system in systems:
         if system == "nginx":

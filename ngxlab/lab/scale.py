@@ -165,7 +165,7 @@ class _System:
 
     @property
     def master(self) -> int:
-        return self.r.master_pid if self.system == "nginx" else self.r.pid
+        return self.r.master_pid
 
 
 def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
@@ -222,8 +222,8 @@ def scale(n: int = 400, *, repeats: int = 1, poll: float = 0.02,
     """nginx and ngxlab with ``n`` workers: ``repeats`` reloads and QUITs of
     each, interleaved (nginx first on even repeats). nginx is skipped, with
     the reason, where it cannot run."""
-    from ngxlab.lab.bench import machine_info
-    from ngxlab.lab.scaling import nginx_available
+    from ngxlab.lab.nginx import nginx_available
+    from ngxlab.lab.report import machine_info
     path, why = nginx_available()
     version = None
     if path is not None:
