@@ -166,9 +166,13 @@ def plot_startup(result: StartupResult, *, phases: bool = True):
         xs = list(result.ns)
         ax2.plot(xs, [result.ratio(n) for n in xs], "o-", color=_COLORS["ngxlab"],
                  label="ngxlab / nginx")
-        after = [result.ratio_after_first_fork(n) for n in xs]
-        if all(v is not None for v in after):
-            ax2.plot(xs, after, "s--", color=_COLORS["ngxlab"], alpha=0.6,
+        # undefined where nginx's mesh was complete at the look that saw its
+        # first worker (0 ms from first fork to mesh): no point there
+        after = [(n, result.ratio_after_first_fork(n)) for n in xs]
+        after = [(n, v) for n, v in after if v is not None]
+        if after:
+            ax2.plot([n for n, _ in after], [v for _, v in after], "s--",
+                     color=_COLORS["ngxlab"], alpha=0.6,
                      label="from the first fork on (same runs)")
         tn, bound = STARTUP_TARGET
         ax2.axhline(bound, color="black", linestyle=":", linewidth=1)
