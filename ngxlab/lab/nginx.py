@@ -280,7 +280,7 @@ class Nginx(Runner):
         self._guard.popen = keeper
         deadline = time.monotonic() + self.start_timeout
         while True:
-            pid = self._read_pid_file()
+            pid = self.read_pid()
             master = Proc.of(pid) if pid is not None else None
             if master is not None:
                 self._master = master
@@ -293,33 +293,12 @@ class Nginx(Runner):
                 raise NginxTimeout("nginx wrote no pid file in time" + self._hint())
             time.sleep(0.005)
 
-    def follow(self, pid: int | None = None) -> int:
-        """Follow another master from now on: ``pid``, or the one the pid file
-        names (after a binary upgrade, USR2, the new one). The old one is
-        still stopped by ``stop()``; the slot model starts again from the
-        new master's workers (a new binary fills its own table from slot 0).
-        Returns the pid."""
-        if pid is None:
-            pid = self._read_pid_file()
-            if pid is None:
-                raise NginxError(f"no pid in {self.pid_path}" + self._hint())
-        ref = Proc.of(pid)
-        if ref is None:
-            raise NginxError(f"master {pid} is not running" + self._hint())
-        self._guard.workers.discard(ref)     # seen as a child of the old master until now
-        self._master = ref
-        self._guard.note(ref)
+    def _followed(self) -> None:
+        # the slot model starts again from the new master's workers (a new
+        # binary fills its own table from slot 0)
         self._slot_of = {}
         self._reload_reserved = None
         self._retired = set()
-        return pid
-
-    def _read_pid_file(self) -> int | None:
-        try:
-            text = self.pid_path.read_text().strip()
-        except FileNotFoundError:
-            return None
-        return int(text) if text.isdigit() else None
 
     # -- signals: the slot model follows what nginx does with them --
     def _note_signal(self, signum: int) -> None:

@@ -317,31 +317,6 @@ class MasterProcess(Runner):
         table = self.table()
         return None if table is None else table.get("generation")
 
-    def read_pid(self, path: str | os.PathLike | None = None) -> int | None:
-        """The pid in the pid file (or ``path``), or None."""
-        try:
-            text = Path(path or self.pid_path).read_text().strip()
-        except OSError:
-            return None
-        return int(text) if text.isdigit() else None
-
-    def follow(self, pid: int | None = None) -> int:
-        """Follow another master from now on: ``pid``, or the one the pid file
-        names (after a binary upgrade, the new one). The old one is still
-        stopped by ``stop()``. Returns the pid."""
-        if pid is None:
-            pid = self.read_pid()
-            if pid is None:
-                raise MasterProcessError(f"no pid in {self.pid_path}" + self._hint())
-        ref = Proc.of(pid)
-        if ref is None:
-            raise MasterProcessError(f"master {pid} is not running" + self._hint())
-        self._master = ref
-        self._guard.note(ref)
-        return pid
-
-    # -- signals ------------------------------------------------------------------
-
     def signal(self, name: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
         """Run ``python -m ngxlab signal NAME --prefix PREFIX`` (stop, quit,
         reopen, reload: what ``nginx -s`` sends), as an operator would;

@@ -603,6 +603,34 @@ class Runner:
 
     _stderr_name = "stderr.log"
 
+    def read_pid(self, path: str | os.PathLike | None = None) -> int | None:
+        """The pid in the pid file (or ``path``), or None (no file, no number)."""
+        try:
+            text = Path(path or self.pid_path).read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isascii() and text.isdigit() else None
+
+    def follow(self, pid: int | None = None) -> int:
+        """Follow another master from now on: ``pid``, or the one the pid
+        file names (after a binary upgrade, USR2, the new one). The old one
+        is still stopped by ``stop()``. Returns the pid."""
+        if pid is None:
+            pid = self.read_pid()
+            if pid is None:
+                raise self.Error(f"no pid in {self.pid_path}" + self._hint())
+        ref = Proc.of(pid)
+        if ref is None:
+            raise self.Error(f"master {pid} is not running" + self._hint())
+        self._guard.workers.discard(ref)     # seen as a child of the old master until now
+        self._master = ref
+        self._guard.note(ref)
+        self._followed()
+        return pid
+
+    def _followed(self) -> None:
+        """What a runner forgets when it follows a new master (nothing here)."""
+
     def _hint(self) -> str:
         tail = self.log_tail(12)
         return f"\n--- error log tail ---\n{tail}" if tail else ""
