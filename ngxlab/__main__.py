@@ -168,12 +168,13 @@ def _parser():
     bench.add_argument("--no-progress", action="store_true",
                        help="no progress bar")
     bench.add_argument("--only", nargs="+", metavar="SECTION",
-                       choices=("cost", "mesh", "under-fire"),
+                       choices=("cost", "mesh", "under-fire", "scale"),
                        help="run only these sections: cost (a channel message, descriptors "
                             "per second, forks), mesh (start-up, quit and descriptors against "
                             "N, beside nginx), under-fire (reloads and a binary upgrade under "
-                            "load, a kill storm, the master's death, beside nginx); default: "
-                            "all three")
+                            "load, a kill storm, the master's death, beside nginx), scale (a "
+                            "reload and a QUIT of 400 workers beside nginx: minutes); "
+                            "default: the first three")
     return parser
 
 
@@ -269,7 +270,7 @@ def read_table(prefix, pid=None):
 def _bench(args):
     from ngxlab.lab import bench
     bench.run(args.out, quick=args.quick, progress=not args.no_progress,
-              sections=args.only or bench.SECTIONS)
+              sections=args.only or bench.DEFAULT_SECTIONS)
     return 0
 
 

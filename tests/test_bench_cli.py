@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from ngxlab.lab import bench, fire
+from ngxlab.lab import bench, fire, scale
 
 
 @pytest.mark.timeout(240)
@@ -59,7 +59,7 @@ def test_bench_quick_writes_results_and_figures(tmp_path, nginx_bin, cc):
     assert r["scm_rights_limit"] == {"253": "ok", "254": "EINVAL"}
 
     # under fire, in its short form: nothing lost, the storm flat, the ratios of its medians
-    assert r["sections"] == list(bench.SECTIONS)
+    assert r["sections"] == list(bench.DEFAULT_SECTIONS)
     uf = r["under_fire"]
     assert uf["params"] == fire.QUICK and uf["nginx_skipped"] is None
     for action in ("reload", "upgrade"):
@@ -96,6 +96,31 @@ def test_bench_only_one_section(tmp_path):
     assert r["sections"] == ["cost"] and r["command"] == "ngxlab bench --quick --only cost"
     assert "round_trip" in r and "startup_to_mesh" not in r and "under_fire" not in r
     assert r["figures"] == ["round_trip_cdf.png", "fds_per_second.png"]
+
+
+@pytest.mark.timeout(240)
+def test_bench_scale_section_runs_only_when_asked(tmp_path, nginx_bin):
+    # the slow section: a reload and a QUIT of many workers, beside nginx;
+    # --quick runs it with fewer workers
+    assert "scale" in bench.SECTIONS and "scale" not in bench.DEFAULT_SECTIONS
+    out = tmp_path / "bench"
+    done = subprocess.run(
+        [sys.executable, "-m", "ngxlab", "bench", "--quick", "--only", "scale", "--out", str(out),
+         "--no-progress"], capture_output=True, text=True, timeout=230)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads((out / "results.json").read_text())
+    sc = r["scale"]
+    assert r["sections"] == ["scale"] and sc["workers"] == scale.QUICK_WORKERS
+    assert sorted(x["system"] for x in sc["runs"]) == ["nginx", "ngxlab"]
+    assert all(x["settled"] for x in sc["runs"])
+    times = {x["system"]: x for x in sc["runs"]}
+    for what, key in (("reload", "reload_s"), ("QUIT", "quit_s")):
+        line = next(x for x in r["ratios"] if x["measure"].startswith(what))
+        assert f"{scale.QUICK_WORKERS} workers" in line["measure"]
+        assert line["ratio"] == pytest.approx(times["ngxlab"][key] / times["nginx"][key])
+        # the targets are the book's at 400 workers, not at the quick run's count
+        assert line["target"] is None
+    assert f"{scale.QUICK_WORKERS} workers" in done.stdout
 
 
 def test_bench_refuses_an_unknown_section(tmp_path):

@@ -22,7 +22,7 @@ from _tools import fd_table, wait_for
 
 from ngxlab import _pending
 from ngxlab.channel import NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL
-from ngxlab.lab import fullchannel
+from ngxlab.lab import fullchannel, proc
 from ngxlab.lab.fork import forked
 from ngxlab.lab.master import Master
 from ngxlab.lab.trace import record_channel
@@ -35,7 +35,7 @@ OVERFLOW = CAPACITY // 2 + 12
 
 def _stop(pid):
     os.kill(pid, signal.SIGSTOP)
-    wait_for(lambda: fullchannel._state(pid) == "T", 5, f"worker {pid} stopped")
+    proc.wait_state(pid, "T")
 
 
 def _about(m, receiver, slot):

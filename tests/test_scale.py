@@ -8,9 +8,16 @@ ratio to nginx."""
 
 from __future__ import annotations
 
-import pytest
+import os
+import signal
+import statistics
+import time
 
-from ngxlab.lab import scale
+import pytest
+from _tools import wait_for
+
+from ngxlab.lab import proc, scale
+from ngxlab.lab.run import MasterProcess
 
 
 @pytest.mark.timeout(600)
@@ -38,27 +45,19 @@ def test_a_reload_of_300_workers_with_one_stopped():
     message for that channel: minutes), answers a signal, and once the
     worker is resumed (it gets its QUIT by kill(), queued behind its
     channel) the reload completes."""
-    import os
-    import signal
-    import statistics
-    import time
-
-    from _tools import wait_for
-    from ngxlab.lab.run import MasterProcess
-
     n = 300
     with MasterProcess(workers=n, start_timeout=300) as m:
         master = m.master_pid
-        old = scale._children(master)
-        base_master = scale._nfds(master)
-        base_worker = statistics.mode(scale._nfds(p) for p in old)
+        old = set(proc.children(master, zombies=True))
+        base_master = proc.fd_count(master)
+        base_worker = statistics.mode(proc.fd_count(p) for p in old)
         stopped = m.slots[0]
         os.kill(stopped, signal.SIGSTOP)
         try:
             os.kill(master, signal.SIGHUP)
             # every old worker but the stopped one gone, the new generation complete
-            wait_for(lambda: len(scale._children(master) - old) == n
-                     and scale._children(master) & old == {stopped}, 240, "the reload, but one")
+            wait_for(lambda: len(set(proc.children(master, zombies=True)) - old) == n
+                     and set(proc.children(master, zombies=True)) & old == {stopped}, 240, "the reload, but one")
             since = m.log_offset()
             t = time.monotonic()
             m.send_signal(signal.SIGUSR1)
@@ -71,8 +70,8 @@ def test_a_reload_of_300_workers_with_one_stopped():
         # with 300 workers that read them (seconds). Waiting a second per
         # message for the stopped worker's full channel took minutes.
         assert answered < 60, answered
-        wait_for(lambda: not scale._children(master) & old and scale._nfds(master) == base_master
-                 and all(scale._nfds(k) == base_worker for k in scale._children(master)),
+        wait_for(lambda: not set(proc.children(master, zombies=True)) & old and proc.fd_count(master) == base_master
+                 and all(proc.fd_count(k) == base_worker for k in set(proc.children(master, zombies=True))),
                  120, "the reload complete after SIGCONT", interval=0.1)
         m.send_signal(signal.SIGQUIT)
         m.wait_exit(120)

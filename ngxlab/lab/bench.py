@@ -19,7 +19,9 @@ in this order, interleaved inside each measurement:
 Each of the three is a section (``SECTIONS``: ``cost``, ``mesh``,
 ``under-fire``); ``ngxlab bench --only SECTION`` runs one. ``--quick``
 runs every section in a short form (``QUICK``, and
-:data:`ngxlab.lab.fire.QUICK`).
+:data:`ngxlab.lab.fire.QUICK`). A fourth, slow section runs only when asked
+for (``--only scale``, several minutes): a reload and a QUIT of 400 workers,
+ngxlab beside nginx (:mod:`ngxlab.lab.scale`; 50 workers with ``--quick``).
 
 It then writes ``results.json`` (every median, the machine it ran on, the
 command), prints the ratios beside the targets the book tracks
@@ -44,15 +46,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ngxlab.lab import cost, descriptors, fdpass, fire, report, timing
+from ngxlab.lab import cost, descriptors, fdpass, fire, report, scale, timing
 from ngxlab.lab.compare import row
 from ngxlab.lab.nginx import nginx_available
 from ngxlab.lab.report import loadavg, machine_info
 
-__all__ = ["TARGETS", "FULL", "QUICK", "SECTIONS", "SAVED", "run", "save", "saved",
+__all__ = ["TARGETS", "FULL", "QUICK", "SECTIONS", "DEFAULT_SECTIONS", "SAVED", "run", "save", "saved",
            "record_mesh"]
 
-TARGETS = cost.TARGETS + timing.TARGETS
+TARGETS = cost.TARGETS + timing.TARGETS + scale.TARGETS
 
 # How run() sizes things: full and quick.
 FULL = dict(n=20_000, batch=20, rounds=10, fd_seconds=2.0, fd_rounds=5, fd_interval=0.1,
@@ -60,15 +62,18 @@ FULL = dict(n=20_000, batch=20, rounds=10, fd_seconds=2.0, fd_rounds=5, fd_inter
 QUICK = dict(n=400, batch=10, rounds=4, fd_seconds=0.12, fd_rounds=2, fd_interval=0.02,
              forks=10, fork_rounds=2, ns=timing.QUICK_NS, repeats=1)
 
-SECTIONS = ("cost", "mesh", "under-fire")
+SECTIONS = ("cost", "mesh", "under-fire", "scale")
+# what runs without --only: scale takes minutes
+DEFAULT_SECTIONS = ("cost", "mesh", "under-fire")
 
 SAVED = report.SAVED
 
 
 def run(out_dir, quick: bool = False, progress: bool = True,
-        sections=SECTIONS) -> dict:
-    """Run the measurements of ``sections`` (all of ``SECTIONS`` by
-    default), write ``results.json`` (and the PNG figures, with matplotlib)
+        sections=DEFAULT_SECTIONS) -> dict:
+    """Run the measurements of ``sections`` (``DEFAULT_SECTIONS`` by
+    default: every one of ``SECTIONS`` but the slow ``scale``), write
+    ``results.json`` (and the PNG figures, with matplotlib)
     into ``out_dir``, print the ratios against their references and targets
     with the machine, and return the results (the content of
     ``results.json``). ``quick``: small samples, for a smoke run; the
@@ -87,7 +92,7 @@ def run(out_dir, quick: bool = False, progress: bool = True,
         "machine_line": machine.line(),
         "quick": quick,
         "command": "ngxlab bench" + (" --quick" if quick else "")
-                   + ("" if sections == SECTIONS else " --only " + " ".join(sections)),
+                   + ("" if sections == DEFAULT_SECTIONS else " --only " + " ".join(sections)),
         "sections": list(sections),
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()},
         "ratios": [],
@@ -152,6 +157,12 @@ def run(out_dir, quick: bool = False, progress: bool = True,
                   ("kill_storm.png", "plot_storm", (uf.storm,), {}),
                   ("master_kill.png", "plot_master_kill", (uf.master_kill,), {})]
         printed.append(uf.table())
+
+    if "scale" in sections:
+        sc = scale.scale(scale.QUICK_WORKERS if quick else scale.FULL_WORKERS)
+        rows += sc.ratios()
+        results["scale"] = sc.to_dict()
+        printed.append(sc.table())
 
     try:
         # imported only now, after the measurements: matplotlib would make this

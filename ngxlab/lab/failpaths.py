@@ -336,8 +336,8 @@ def without_workers(system: str = "ngxlab", *, wait: float = 3.0) -> NoWorkers:
             while log().count("fork() failed") < 2 and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(0.2)
-            os.kill(pid, signal.SIGQUIT)
             t0 = time.perf_counter()
+            os.kill(pid, signal.SIGQUIT)
             on_quit = exited(wait)
             quit_s = time.perf_counter() - t0 if on_quit else None
             on_term = False

@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from ngxlab.lab import proc
 from ngxlab.lab.census import Census
 
 __all__ = ["SYSTEMS", "FullChannelRun", "FullChannelResult", "channel_capacity",
@@ -187,7 +188,7 @@ class _Runner:
         deadline = time.monotonic() + timeout
         while True:
             pid = self.slots().get(slot)
-            if pid not in (None, old) and _state(pid) not in (None, "Z"):
+            if pid not in (None, old) and proc.state(pid) not in (None, "Z"):
                 return pid
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.system}: slot {slot} not respawned within {timeout} s")
@@ -211,22 +212,6 @@ class _Runner:
                     raise TimeoutError(f"{self.system}: the master did not log {text!r} "
                                        f"within {timeout} s")
                 time.sleep(0.001)
-
-
-def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def _wait_state(pid: int, want: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _state(pid) != want:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"process {pid} not in state {want} within {timeout} s")
-        time.sleep(0.001)
 
 
 def _queued_bytes(c: Census, slot: int) -> int:
@@ -264,7 +249,7 @@ def run_one(system: str, *, workers: int = 3, respawns: int | None = None,
         stopped = r.slots()[stopped_slot]
         os.kill(stopped, signal.SIGSTOP)
         try:
-            _wait_state(stopped, "T")
+            proc.wait_state(stopped, "T")
             for _ in range(respawns):
                 old = r.slots()[victim_slot]
                 os.kill(old, signal.SIGKILL)
@@ -280,8 +265,8 @@ def run_one(system: str, *, workers: int = 3, respawns: int | None = None,
             r.wait_respawn(victim_slot, old)
             queued = _queued_bytes(r.census(), stopped_slot) // _MESSAGE
         finally:
+            t1 = time.perf_counter()
             os.kill(stopped, signal.SIGCONT)
-        t1 = time.perf_counter()
         deadline = time.monotonic() + settle
         while True:
             c = r.census()

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 
 from ngxlab import beyond
-from ngxlab.lab import Master, MasterError
+from ngxlab.lab import Master, MasterError, proc
 
 __all__ = ["HandoffMaster", "Reply", "NoAnswer", "InFlight", "request",
            "send_request", "read_reply", "load", "LoadResult", "measure", "HandoffRun",
@@ -392,7 +392,7 @@ class HandoffMaster:
         pid = self.slots[slot]
         os.kill(pid, signal.SIGSTOP)
         self._paused.add(slot)
-        _wait_state(pid, "T")
+        proc.wait_state(pid, "T")
         return pid
 
     def resume(self, slot):
@@ -413,16 +413,6 @@ class HandoffMaster:
         old = self.master.kill_worker(slot)
         self.master.wait_mesh()
         return old
-
-
-def _wait_state(pid, states, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(") ", 1)[1][0] in states:
-                return
-        time.sleep(0.002)
-    raise MasterError(f"process {pid} did not reach state {states!r}")
 
 
 # -- one run of measurements -------------------------------------------------------

@@ -14,11 +14,13 @@ Not a mirror of nginx: nothing here has an ``ngx_`` name.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 __all__ = [
     "Stat", "stat", "state", "alive", "start_time", "ppid", "comm", "cmdline",
-    "children", "fd_count", "fd_targets", "epoll_set", "cpu_ms", "minor_faults", "Proc",
+    "wait_state", "children", "fd_count", "fd_targets", "epoll_set", "cpu_ms", "cpu_times",
+    "minor_faults", "Proc",
 ]
 
 
@@ -56,6 +58,20 @@ def state(pid: int) -> str | None:
 def alive(pid: int) -> bool:
     """Running: it exists and is not a zombie."""
     return state(pid) not in (None, "Z", "X")
+
+
+def wait_state(pid: int, states: str, timeout: float = 5.0) -> str:
+    """Wait until ``pid`` is in one of ``states`` (letters, e.g. "T" for
+    stopped) and return it; ``TimeoutError`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = state(pid)
+        if now is not None and now in states:
+            return now
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} not in state {states!r} within {timeout} s "
+                               f"(it is {now or 'gone'})")
+        time.sleep(0.001)
 
 
 def start_time(pid: int) -> int | None:
@@ -175,6 +191,22 @@ def cpu_ms(pid: int) -> float | None:
             return int(f.read().split()[0]) / 1e6
     except (OSError, ValueError, IndexError):
         return None
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times(pid: int) -> tuple[float, float] | None:
+    """(user + system CPU of ``pid`` itself, of its reaped children), in
+    seconds at the clock tick's resolution, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    rest = data[data.rfind(b")") + 2:].split()
+    return ((int(rest[11]) + int(rest[12])) / _TICK,
+            (int(rest[13]) + int(rest[14])) / _TICK)
 
 
 def minor_faults(pid: int) -> int | None:

@@ -41,7 +41,25 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["ScaleRun", "ScaleResult", "scale", "measure_one"]
+from ngxlab.lab import proc
+from ngxlab.lab.compare import Target, row
+from ngxlab.lab.nginx import Nginx, nginx_available, nginx_version
+from ngxlab.lab.report import machine_info
+from ngxlab.lab.run import MasterProcess
+
+__all__ = ["ScaleRun", "ScaleResult", "TARGETS", "FULL_WORKERS", "QUICK_WORKERS", "scale",
+           "measure_one"]
+
+# ngxlab bench --only scale: the worker counts of a full and a quick run
+FULL_WORKERS = 400
+QUICK_WORKERS = 50
+
+# what the book asks of the master at scale: a reload and a QUIT within
+# twice nginx's time, measured in the same run
+TARGETS = (
+    Target(f"reload of {FULL_WORKERS} workers, HUP to settled", "ngxlab", "nginx", "<=", 2.0),
+    Target(f"QUIT of {FULL_WORKERS} workers, to the master's exit", "ngxlab", "nginx", "<=", 2.0),
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,18 @@ class ScaleResult:
         a, b = self.median("ngxlab", "quit_s"), self.median("nginx", "quit_s")
         return None if a is None or not b else a / b
 
+    def ratios(self) -> list[dict]:
+        """Rows of ``ngxlab bench``'s table: ngxlab / nginx, medians of this
+        run, with the targets of :data:`TARGETS` at their worker count."""
+        if not any(r.system == "nginx" for r in self.runs):
+            return []
+        return [row(f"reload of {self.workers} workers, HUP to settled", "ngxlab", "nginx",
+                    self.median("ngxlab", "reload_s"), self.median("nginx", "reload_s"), "s",
+                    TARGETS),
+                row(f"QUIT of {self.workers} workers, to the master's exit", "ngxlab", "nginx",
+                    self.median("ngxlab", "quit_s"), self.median("nginx", "quit_s"), "s",
+                    TARGETS)]
+
     def table(self) -> str:
         lines = [f"{self.workers} workers, {self.machine}",
                  f"{'':8} {'reload s':>9} {'quit s':>9} {'start s':>9}"
@@ -111,87 +141,48 @@ class ScaleResult:
                 "runs": [asdict(r) for r in self.runs], **self.extra}
 
 
-# -- /proc, quickly ------------------------------------------------------------
+# -- /proc, quickly (one listdir or read per process and poll) ------------------
 
 
 def _children(pid: int) -> set[int]:
-    kids: set[int] = set()
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    kids.update(int(x) for x in f.read().split())
-            except OSError:
-                continue
-    except OSError:
-        pass
-    return kids
-
-
-def _nfds(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return -1
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
+    """Every child of ``pid``, zombies included: a reaped child is gone."""
+    return set(proc.children(pid, zombies=True) or ())
 
 
 def _cpu(pid: int) -> tuple[float, float]:
-    """(own user+system CPU, reaped children's user+system CPU), seconds."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return 0.0, 0.0
-    rest = data[data.rfind(b")") + 2:].split()
-    own = int(rest[11]) + int(rest[12])
-    children = int(rest[13]) + int(rest[14])
-    return own / _TICK, children / _TICK
+    return proc.cpu_times(pid) or (0.0, 0.0)
 
 
-class _System:
-    """Start/stop and the master's pid, alike for nginx and ngxlab."""
-
-    def __init__(self, system: str, n: int, start_timeout: float):
-        self.system = system
-        if system == "nginx":
-            from ngxlab.lab.nginx import Nginx
-            self.r = Nginx(workers=n, start_timeout=start_timeout)
-        else:
-            from ngxlab.lab.run import MasterProcess
-            self.r = MasterProcess(workers=n, start_timeout=start_timeout)
-
-    @property
-    def master(self) -> int:
-        return self.r.master_pid
+def _runner(system: str, n: int, start_timeout: float):
+    if system == "nginx":
+        return Nginx(workers=n, start_timeout=start_timeout)
+    return MasterProcess(workers=n, start_timeout=start_timeout)
 
 
 def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
                 timeout: float = 600.0, start_timeout: float = 300.0) -> ScaleRun:
     """Start ``system`` ("nginx" or "ngxlab") with ``n`` workers, time a
     reload and then a QUIT (see the module's docstring), stop it."""
-    s = _System(system, n, start_timeout)
+    r = _runner(system, n, start_timeout)
     t = time.perf_counter()
-    s.r.start()
+    r.start()
     start_s = time.perf_counter() - t
     try:
-        master = s.master
+        master = r.master_pid
         old = _children(master)
-        base_master = _nfds(master)
-        base_worker = statistics.mode(_nfds(p) for p in old)
+        base_master = proc.fd_count(master)
+        base_worker = statistics.mode(proc.fd_count(p) for p in old)
 
         cpu0, reaped0 = _cpu(master)
         old_cpu = sum(_cpu(p)[0] for p in old)
+        t0 = time.perf_counter()          # before the kill: the system may run at once
         os.kill(master, signal.SIGHUP)
-        t0 = time.perf_counter()
         polls, cost, settled = 0, 0.0, False
         while time.perf_counter() - t0 < timeout:
             p0 = time.perf_counter()
             kids = _children(master)
-            done = (len(kids) == n and not kids & old and _nfds(master) == base_master
-                    and all(_nfds(k) == base_worker for k in kids))
+            done = (len(kids) == n and not kids & old and proc.fd_count(master) == base_master
+                    and all(proc.fd_count(k) == base_worker for k in kids))
             cost += time.perf_counter() - p0
             polls += 1
             if done:
@@ -204,14 +195,14 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
         master_cpu = cpu1 - cpu0
         workers_cpu = (reaped1 - reaped0) - old_cpu + new_cpu
 
-        os.kill(master, signal.SIGQUIT)
         t0 = time.perf_counter()
-        s.r.wait_exit(timeout)              # polls every 5 to 10 ms, and reaps
+        os.kill(master, signal.SIGQUIT)
+        r.wait_exit(timeout)              # polls every 5 to 10 ms, and reaps
         quit_s = time.perf_counter() - t0
     finally:
-        s.r.stop()
-    return ScaleRun(system=system, workers=n, repeat=repeat, start_s=round(start_s, 3),
-                    reload_s=round(reload_s, 3), quit_s=round(quit_s, 3), polls=polls,
+        r.stop()
+    return ScaleRun(system=system, workers=n, repeat=repeat, start_s=round(start_s, 6),
+                    reload_s=round(reload_s, 6), quit_s=round(quit_s, 6), polls=polls,
                     poll_ms=round(1000 * cost / max(polls, 1), 2), settled=settled,
                     reload_master_cpu_s=round(master_cpu, 2),
                     reload_workers_cpu_s=round(workers_cpu, 2))
@@ -222,12 +213,9 @@ def scale(n: int = 400, *, repeats: int = 1, poll: float = 0.02,
     """nginx and ngxlab with ``n`` workers: ``repeats`` reloads and QUITs of
     each, interleaved (nginx first on even repeats). nginx is skipped, with
     the reason, where it cannot run."""
-    from ngxlab.lab.nginx import nginx_available
-    from ngxlab.lab.report import machine_info
     path, why = nginx_available()
     version = None
     if path is not None:
-        from ngxlab.lab.nginx import nginx_version
         version = nginx_version(path)
     runs = []
     for repeat in range(repeats):
