@@ -14,7 +14,7 @@ import time
 import pytest
 
 from _tools import fd_table, require_tool
-from ngxlab.lab._netlink import unix_sockets
+from ngxlab.lab._netlink import inet_sockets, unix_sockets
 from ngxlab.lab import proc
 from ngxlab.lab.census import (Census, CensusError, CensusPermissionError, census, census_master,
                                children_of)
@@ -232,6 +232,53 @@ def test_netlink_socket_is_closed():
         table = unix_sockets()
     assert fd_table() == before
     assert all(info.inode == ino for ino, info in table.items())
+
+
+def _proc_net(kind: str) -> dict[int, str]:
+    """inode -> local "addr:port" (hex, as the kernel prints it) from /proc/net/KIND."""
+    with open(f"/proc/net/{kind}") as f:
+        rows = [line.split() for line in f.read().splitlines()[1:]]
+    return {int(r[9]): r[1] for r in rows if len(r) >= 10 and r[9] != "0"}
+
+
+@pytest.mark.timeout(30)
+def test_inet_sockets_agree_with_proc_net():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    server, _addr = listener.accept()
+    udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    udp6.bind(("::1", 0))
+    ino = {name: os.fstat(s.fileno()).st_ino
+           for name, s in (("listener", listener), ("client", client),
+                           ("server", server), ("udp6", udp6))}
+    before = fd_table()
+    try:
+        listening = inet_sockets(listening_only=True)
+        everything = inet_sockets()
+        port = listener.getsockname()[1]
+        assert listening[ino["listener"]] == ("tcp", f"127.0.0.1:{port} LISTEN")
+        assert ino["client"] not in listening and ino["server"] not in listening
+        assert everything[ino["client"]] == (
+            "tcp", f"127.0.0.1:{client.getsockname()[1]} ESTABLISHED")
+        assert everything[ino["server"]] == ("tcp", f"127.0.0.1:{port} ESTABLISHED")
+        assert everything[ino["udp6"]] == ("udp6", f"[::1]:{udp6.getsockname()[1]}")
+        # the same sockets, the same local ports, as /proc/net lists them
+        for kind, names in (("tcp", ("listener", "client", "server")), ("udp6", ("udp6",))):
+            table = _proc_net(kind)
+            for name in names:
+                assert int(table[ino[name]].split(":")[1], 16) == \
+                    int(everything[ino[name]][1].split(":")[-1].split()[0])
+        # the census finds the connection too (it asks for every socket
+        # only when the listeners do not name an inode)
+        me = {f.fd: f for f in census([os.getpid()]).process(os.getpid()).fds}
+        assert me[server.fileno()].detail == f"127.0.0.1:{port} ESTABLISHED"
+        assert me[listener.fileno()].detail == f"127.0.0.1:{port} LISTEN"
+        assert fd_table() == before
+    finally:
+        for s in (listener, client, server, udp6):
+            s.close()
 
 
 # -- a live nginx -----------------------------------------------------------------
