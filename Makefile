@@ -19,6 +19,8 @@ PY := $(VENV)/bin/python
 JB := $(VENV)/bin/jupyter-book
 BUILD := _build
 PYTEST_ARGS ?=
+# How many chapters execute at a time (tools/execute_chapters.py).
+BOOK_JOBS ?= 2
 
 SHELL := /bin/bash
 
@@ -104,6 +106,7 @@ book: venv
 	    rm -rf $(BUILD)/.doctrees; \
 	    echo "$$srchash" > $(BUILD)/.ngxlab-srchash; \
 	fi; \
+	$(PY) tools/execute_chapters.py --jobs $(BOOK_JOBS) $(BUILD)/.jupyter_cache book/*.md || exit $$?; \
 	$(JB) build . -W -n --keep-going; rc=$$?; \
 	if [ $$rc -ne 0 ] && compgen -G '$(BUILD)/html/reports/*' >/dev/null; then \
 	    for f in $(BUILD)/html/reports/*; do echo "== $$f"; tail -n 60 "$$f"; done; \

@@ -1,0 +1,108 @@
+"""Execute the book's chapters, several at a time, into Jupyter Book's cache.
+
+``make book`` runs this before ``jupyter-book build``. Jupyter Book 1.x
+executes the chapters one after the other (its command line has no option for
+Sphinx's parallel reading), and most of a chapter's time is its kernel
+waiting on its own forks, pipes and timers, so on two cores two chapters at a
+time take about half as long. The build then finds every chapter in the
+cache and executes nothing.
+
+Each chapter is read exactly as MyST-NB reads it (its own reader, so the
+cache key is the one the build looks up), executed with Jupyter Cache's own
+function in the chapter's directory, and stored in the cache by this process
+alone, once its kernel is gone (the cache is a SQLite file: one writer).
+A chapter already in the cache is not run. A chapter that fails is not
+stored: the build executes it again, one at a time, and reports the failure
+with its traceback as it always does, so ``-W`` still fails on it.
+
+    python tools/execute_chapters.py [--jobs 2] [--timeout 180] CACHE_DIR CHAPTER.md...
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+
+def _read(path: Path):
+    """The chapter as MyST-NB's Sphinx parser reads it."""
+    from myst_nb.core.read import is_myst_markdown_notebook, read_myst_markdown_notebook
+    from myst_parser.config.main import MdParserConfig
+
+    text = path.read_text()
+    if not is_myst_markdown_notebook(text):
+        return None
+    return read_myst_markdown_notebook(text, config=MdParserConfig(),
+                                       add_source_map=True, path=str(path))
+
+
+def _execute(path: str, timeout: int):
+    """Run in a worker process: execute one chapter in its own directory."""
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    nb = _read(Path(path))
+    result = single_nb_execution(nb, cwd=str(Path(path).parent.resolve()),
+                                 timeout=timeout, allow_errors=False, meta_override=True)
+    return nb, result.time, (result.exc_string if result.err is not None else None)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("cache", help="Jupyter Book's execution cache (e.g. _build/.jupyter_cache)")
+    p.add_argument("chapters", nargs="+", type=Path)
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--timeout", type=int, default=180)
+    args = p.parse_args(argv)
+
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cache = get_cache(args.cache)
+    todo = []
+    for path in args.chapters:
+        nb = _read(path)
+        if nb is None:
+            continue
+        try:
+            cache.match_cache_notebook(nb)
+        except KeyError:
+            todo.append(path)
+    if not todo:
+        return 0
+    # The longest chapters first, so that two at a time end together: a
+    # chapter's size is a rough guide to how long it runs.
+    todo.sort(key=lambda p: p.stat().st_size, reverse=True)
+    print(f"== executing {len(todo)} chapters, {args.jobs} at a time", flush=True)
+    start = time.monotonic()
+    failed = 0
+    # "spawn": each worker is a fresh interpreter, not a fork of this one.
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_execute, str(path), args.timeout): path for path in todo}
+        for future in as_completed(futures):
+            path = futures[future]
+            try:
+                nb, seconds, error = future.result()
+            except Exception as exc:  # the worker itself failed: leave it to the build
+                nb, seconds, error = None, 0.0, f"{type(exc).__name__}: {exc}"
+            if error is not None:
+                failed += 1
+                last = error.strip().splitlines()[-1:] or [""]
+                print(f"{path}: failed ({last[0]}); the build runs it again and reports it",
+                      flush=True)
+                continue
+            cache.cache_notebook_bundle(
+                CacheBundleIn(nb, str(path.resolve()), data={"execution_seconds": seconds}),
+                check_validity=False, overwrite=True)
+            print(f"{path}: executed in {seconds:.2f} s", flush=True)
+    print(f"== {len(todo) - failed} of {len(todo)} chapters executed in "
+          f"{time.monotonic() - start:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
