@@ -89,7 +89,10 @@ venv:
 # (LIBHASH_PY above), the execution cache is removed and every chapter runs
 # again; when any file of ngxlab changes (a docstring too: the API page and
 # the included code show them), Sphinx's doctrees are removed and every page
-# is read again, from the cache.
+# is read again, from the cache. The chapters not in the cache are executed
+# first, $(BOOK_JOBS) at a time (tools/execute_chapters.py: Jupyter Book runs them
+# one by one, each mostly waiting on its own forks); one that fails there is
+# executed again by the build, which reports it.
 book: venv
 	@set -uo pipefail; \
 	start=$$(date +%s); \
