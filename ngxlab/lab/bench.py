@@ -51,10 +51,12 @@ from ngxlab.lab.compare import row
 from ngxlab.lab.nginx import nginx_available
 from ngxlab.lab.report import loadavg, machine_info
 
-__all__ = ["TARGETS", "FULL", "QUICK", "SECTIONS", "DEFAULT_SECTIONS", "SAVED", "run", "save", "saved",
+__all__ = ["TARGETS", "DEFAULT_TARGETS", "FULL", "QUICK", "SECTIONS", "DEFAULT_SECTIONS", "SAVED", "run", "save", "saved",
            "record_mesh"]
 
 TARGETS = cost.TARGETS + timing.TARGETS + scale.TARGETS
+# the targets measured by a run of DEFAULT_SECTIONS (scale's need --only scale)
+DEFAULT_TARGETS = cost.TARGETS + timing.TARGETS
 
 # How run() sizes things: full and quick.
 FULL = dict(n=20_000, batch=20, rounds=10, fd_seconds=2.0, fd_rounds=5, fd_interval=0.1,

@@ -153,9 +153,11 @@ class _PyVariant:
         self.pid = -1
         self.with_fd = False
         self.devnull = -1
+        self.before: set[str] = set()
 
     def start(self, with_fd: bool, close: Iterable[int], child_cpu: int = -1) -> None:
         self.with_fd = with_fd
+        self.before = set(os.listdir("/proc/self/fd"))
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
             self._open()
@@ -180,17 +182,31 @@ class _PyVariant:
         return [self._loop(batch) / batch for _ in range(batches)]
 
     def stop(self) -> None:
+        status = None
         try:
             self._shutdown()
         finally:
-            if self.pid > 0:
-                status = finish(self.pid)
-                self.pid = -1
-                if status not in (0, None):
-                    raise BenchError(f"the {self.name} echo child exited with status {status}")
-            if self.devnull != -1:
+            pid, self.pid = self.pid, -1
+            if pid > 0:
+                status = finish(pid)
+            if self.devnull != -1:          # closed before any error is raised
                 os.close(self.devnull)
                 self.devnull = -1
+            self._close_received()
+        if status not in (0, None):
+            raise BenchError(f"the {self.name} echo child exited with status {status}")
+
+    def _close_received(self) -> None:
+        """An interrupt (KeyboardInterrupt) between receiving a copy of the
+        descriptor and closing it leaves the copy open: close every
+        ``/dev/null`` descriptor opened since :meth:`start`, once the echo
+        child is gone (nothing else opens ``/dev/null`` during a run)."""
+        for name in set(os.listdir("/proc/self/fd")) - self.before:
+            try:
+                if os.readlink(f"/proc/self/fd/{name}") == os.devnull:
+                    os.close(int(name))
+            except OSError:
+                pass                        # the listing's own descriptor, gone
 
     def check(self) -> None:
         """One round trip outside the measurement, checked byte for byte."""

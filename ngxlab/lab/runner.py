@@ -517,10 +517,14 @@ class Runner:
         as many as started), none exiting, none that a reload or
         :meth:`kill_worker` retired, every child of the master one of them,
         and the census shows the full channel mesh (2n ends in the master,
-        n in each worker). Returns that census."""
+        n in each worker), twice in a row with the same descriptors in every
+        process (a worker still in its init, between its fork and its
+        ``ngx_worker_process_init``, can already hold a full mesh's channel
+        ends). Returns that census."""
         n = self.n if n is None else int(n)
         deadline = time.monotonic() + timeout
         last = "no table yet"
+        previous = None
         while True:
             if not self.running:
                 raise self.Error("the master is not running" + self._hint())
@@ -536,8 +540,13 @@ class Runner:
                     children = {p.pid for p in c.processes if p.role != "master"}
                     if c.is_full_mesh(n) and set(c.worker_pids) == pids \
                             and not children & self._retired:
-                        self._retired.clear()
-                        return c
+                        seen = _descriptors(c)
+                        if seen == previous:
+                            self._retired.clear()
+                            return c
+                        previous = seen     # once more, soon: settled?
+                    else:
+                        previous = None
             elif ws:
                 last = f"table: {sorted((w.slot, w.pid) for w in ws)}"
             if time.monotonic() >= deadline:
@@ -655,3 +664,9 @@ class Runner:
         if self._strace_saved is not None:
             return self._strace_saved
         return self.strace_path.read_text()
+
+
+def _descriptors(c: Census) -> tuple:
+    """What a census says each process holds: pid, descriptor, kind, inode."""
+    return tuple(sorted((p.pid, tuple((f.fd, f.kind, f.inode) for f in p.fds))
+                        for p in c.processes))
