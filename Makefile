@@ -29,9 +29,11 @@ SHELL := /bin/bash
 BOOK_TESTS := tests/test_00_after_build.py tests/test_browser.py tests/test_install.py
 
 # What the chapters run: the hash of ngxlab's code with docstrings and comments
-# left out (its ast), of its C sources and data files, and of the mirrors the
-# chapters include. A docstring changes no output, so it re-executes nothing;
-# Sphinx still re-reads the pages it shows on (see `book`).
+# left out (its ast), of its C sources and data files, and of what the
+# chapters' show_source cells show (which functions each chapter shows, and
+# their code as shown, docstrings included: that is a cell's output). Any
+# other docstring changes no output, so it re-executes nothing; Sphinx still
+# re-reads the pages it shows on (see `book`).
 define LIBHASH_PY
 import ast, hashlib, pathlib, re, sys
 h = hashlib.sha256()
@@ -50,8 +52,15 @@ for p in sorted(pathlib.Path("ngxlab").rglob("*")):
     else:
         continue
     h.update(str(p).encode() + b"\0" + data + b"\0")
+sys.path.insert(0, ".")
+from ngxlab.lab.notebook import show_source, source_calls
 for md in sorted(pathlib.Path("book").glob("*.md")):
-    h.update("".join(re.findall(r":pyobject:.*\n", md.read_text())).encode())
+    for name, kwargs in source_calls(md.read_text()):
+        h.update(repr((md.name, name, sorted(kwargs.items()))).encode())
+        try:
+            h.update(show_source(name, **kwargs).code.encode())
+        except Exception as e:
+            h.update(repr(e).encode())
 print(h.hexdigest())
 endef
 export LIBHASH_PY
@@ -87,7 +96,8 @@ venv:
 # (LIBHASH_PY above), the execution cache is removed and every chapter runs
 # again; when any file of ngxlab changes (a docstring too: the API page and
 # the included code show them), Sphinx's doctrees are removed and every page
-# is read again, from the cache.
+# is read again, from the cache. NGXLAB_BOOK=1 tells the chapters' glue()
+# that the build puts the values into the prose (ngxlab.lab.notebook.glue).
 book: venv
 	@set -uo pipefail; \
 	start=$$(date +%s); \
@@ -104,7 +114,7 @@ book: venv
 	    rm -rf $(BUILD)/.doctrees; \
 	    echo "$$srchash" > $(BUILD)/.ngxlab-srchash; \
 	fi; \
-	$(JB) build . -W -n --keep-going; rc=$$?; \
+	NGXLAB_BOOK=1 $(JB) build . -W -n --keep-going; rc=$$?; \
 	if [ $$rc -ne 0 ] && compgen -G '$(BUILD)/html/reports/*' >/dev/null; then \
 	    for f in $(BUILD)/html/reports/*; do echo "== $$f"; tail -n 60 "$$f"; done; \
 	fi; \
