@@ -166,3 +166,33 @@ def test_no_machine_paths(path):
                 "STYLE.md"):
         assert bad not in text, f"{path.name} mentions {bad!r}"
 
+
+def numbered_chapters():
+    """The pages of the toc's numbered parts: the chapters that run something."""
+    text = (ROOT / "_toc.yml").read_text()
+    found = []
+    for part in re.split(r"^\s*- caption:", text, flags=re.M)[1:]:
+        if re.search(r"numbered:\s*true", part):
+            found += re.findall(r"file:\s*book/(\S+)", part)
+    return found
+
+
+def test_the_toc_has_numbered_chapters():
+    assert len(numbered_chapters()) >= 20
+
+
+@pytest.mark.parametrize("name", numbered_chapters())
+def test_chapter_says_what_it_needs_at_its_top(name):
+    text = (BOOK / f"{name}.md").read_text()
+    body = text.split("---", 2)[2]
+    title = re.search(r"^# .*$", body, re.M)
+    assert title, f"{name}: no title"
+    top = body[title.end():].lstrip()
+    assert top.startswith("```{admonition} Before you run it"), \
+        f"{name}: the first thing after the title is not what the chapter needs"
+    note = top.split("\n```", 1)[0]
+    assert "**Needs:**" in note and "**Runs in**" in note, f"{name}: {note}"
+    if re.search(r"nginx|strace|gcc", note.split("**Runs in**")[0]):
+        assert re.search(r"[Ww]ithout", note), \
+            f"{name}: uses a tool but does not say what is shown without it"
+
