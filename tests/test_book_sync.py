@@ -196,3 +196,21 @@ def test_chapter_says_what_it_needs_at_its_top(name):
         assert re.search(r"[Ww]ithout", note), \
             f"{name}: uses a tool but does not say what is shown without it"
 
+
+@pytest.mark.parametrize("name", numbered_chapters())
+def test_chapter_has_a_folded_solution_that_the_build_runs(name):
+    text = (BOOK / f"{name}.md").read_text()
+    exercises = text.split("\n## Exercises", 1)
+    assert len(exercises) == 2, f"{name}: no Exercises section"
+    after = exercises[1]
+    m = re.search(r"^(`{3,}|:{3,})\{dropdown\} Hint and solution to exercise (\d+)\n(.*?)^\1\s*$",
+                  after, re.M | re.S)
+    assert m, f"{name}: no folded hint and solution after the exercises"
+    assert "**Hint.**" in m.group(3) and "**Solution.**" in m.group(3), name
+    assert re.search(rf"^{m.group(2)}\. ", after, re.M), \
+        f"{name}: the solution is to exercise {m.group(2)}, which the list does not have"
+    cell = re.search(r"^```\{code-cell\}[^\n]*\n:tags: \[([^\]]*)\]\n(.*?)^```\s*$",
+                     after[m.end():], re.M | re.S)
+    assert cell and "hide-cell" in cell.group(1), \
+        f"{name}: the solution's code is not a folded (hide-cell) code cell"
+    assert "assert " in cell.group(2), f"{name}: the solution checks nothing it claims"
