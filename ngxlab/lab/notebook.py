@@ -170,7 +170,7 @@ class Source:
         except ImportError:                  # the library itself needs only the stdlib
             return None
         formatter = HtmlFormatter(noclasses=True, style="default")
-        return "\n".join(highlight(block, PythonLexer(), formatter) for block in self.blocks)
+        return highlight(self.code, PythonLexer(), formatter)     # one block, blank lines kept
 
     def __repr__(self) -> str:
         return self.code.rstrip()
