@@ -214,3 +214,12 @@ def test_chapter_has_a_folded_solution_that_the_build_runs(name):
     assert cell and "hide-cell" in cell.group(1), \
         f"{name}: the solution's code is not a folded (hide-cell) code cell"
     assert "assert " in cell.group(2), f"{name}: the solution checks nothing it claims"
+
+
+@pytest.mark.parametrize("page", chapters(), ids=lambda p: p.stem)
+def test_chapters_glue_through_ngxlab(page):
+    """ngxlab.lab.notebook.glue also shows a value under its name when the
+    chapter runs as a notebook (JupyterLab shows only the name in the prose);
+    myst_nb's own glue would leave the reader there with a bare name."""
+    assert not re.search(r"from myst_nb import[^\n]*\bglue\b|myst_nb\.glue\(", page.read_text()), \
+        f"{page.name}: glue from myst_nb; use `from ngxlab.lab.notebook import glue`"
