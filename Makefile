@@ -31,9 +31,11 @@ SHELL := /bin/bash
 BOOK_TESTS := tests/test_00_after_build.py tests/test_browser.py tests/test_install.py
 
 # What the chapters run: the hash of ngxlab's code with docstrings and comments
-# left out (its ast), of its C sources and data files, and of the mirrors the
-# chapters include. A docstring changes no output, so it re-executes nothing;
-# Sphinx still re-reads the pages it shows on (see `book`).
+# left out (its ast), of its C sources and data files, and of what the
+# chapters' show_source cells show (which functions each chapter shows, and
+# their code as shown, docstrings included: that is a cell's output). Any
+# other docstring changes no output, so it re-executes nothing; Sphinx still
+# re-reads the pages it shows on (see `book`).
 define LIBHASH_PY
 import ast, hashlib, pathlib, re, sys
 h = hashlib.sha256()
@@ -52,8 +54,15 @@ for p in sorted(pathlib.Path("ngxlab").rglob("*")):
     else:
         continue
     h.update(str(p).encode() + b"\0" + data + b"\0")
+sys.path.insert(0, ".")
+from ngxlab.lab.notebook import show_source, source_calls
 for md in sorted(pathlib.Path("book").glob("*.md")):
-    h.update("".join(re.findall(r":pyobject:.*\n", md.read_text())).encode())
+    for name, kwargs in source_calls(md.read_text()):
+        h.update(repr((md.name, name, sorted(kwargs.items()))).encode())
+        try:
+            h.update(show_source(name, **kwargs).code.encode())
+        except Exception as e:
+            h.update(repr(e).encode())
 print(h.hexdigest())
 endef
 export LIBHASH_PY
@@ -92,7 +101,9 @@ venv:
 # is read again, from the cache. The chapters not in the cache are executed
 # first, $(BOOK_JOBS) at a time (tools/execute_chapters.py: Jupyter Book runs them
 # one by one, each mostly waiting on its own forks); one that fails there is
-# executed again by the build, which reports it.
+# executed again by the build, which reports it. NGXLAB_BOOK=1 tells the
+# chapters' glue() that the build puts the values into the prose
+# (ngxlab.lab.notebook.glue).
 book: venv
 	@set -uo pipefail; \
 	start=$$(date +%s); \
@@ -109,6 +120,7 @@ book: venv
 	    rm -rf $(BUILD)/.doctrees; \
 	    echo "$$srchash" > $(BUILD)/.ngxlab-srchash; \
 	fi; \
+	export NGXLAB_BOOK=1; \
 	$(PY) tools/execute_chapters.py --jobs $(BOOK_JOBS) $(BUILD)/.jupyter_cache book/*.md || exit $$?; \
 	$(JB) build . -W -n --keep-going; rc=$$?; \
 	if [ $$rc -ne 0 ] && compgen -G '$(BUILD)/html/reports/*' >/dev/null; then \

@@ -104,3 +104,49 @@ def test_built_pages_name_no_path_of_this_machine():
                 if needle in text:
                     bad.append(f"{name}: {needle}")
     assert bad == []
+
+
+def _chapters() -> list[str]:
+    import re
+    with open(os.path.join(ROOT, "_toc.yml"), encoding="utf-8") as f:
+        return re.findall(r"^\s*(?:-\s*)?(?:file|root):\s*(book/\S+)", f.read(), re.M)
+
+
+def test_every_chapter_offers_its_notebook_for_download():
+    """The download menu of every chapter lists an .ipynb, and the file is
+    there: the chapter as the build executed it, outputs included."""
+    import json
+    require(os.path.isdir(BUILD_HTML), "the book is not built (make test builds it first)")
+    chapters = _chapters()
+    assert len(chapters) > 20
+    bad = []
+    for chapter in chapters:
+        with open(os.path.join(BUILD_HTML, chapter + ".html"), encoding="utf-8") as f:
+            html = f.read()
+        name = chapter.rsplit("/", 1)[-1]
+        if f"_sources/{chapter}.ipynb" not in html and f"_sources/{name}.ipynb" not in html \
+                and f"{name}.ipynb\"" not in html:
+            bad.append(f"{chapter}: no .ipynb in the download menu")
+            continue
+        path = os.path.join(BUILD_HTML, "_sources", chapter + ".ipynb")
+        if not os.path.isfile(path):
+            bad.append(f"{chapter}: {os.path.relpath(path, BUILD_HTML)} is missing")
+            continue
+        with open(path, encoding="utf-8") as f:
+            nb = json.load(f)
+        if nb.get("nbformat") != 4 or not nb.get("cells"):
+            bad.append(f"{chapter}: the .ipynb is not a notebook")
+    assert bad == [], bad
+
+
+def test_each_script_is_included_once():
+    """sphinx-thebe's configuration script declares ``const THEBE_JS_URL``:
+    twice on a page is a SyntaxError in the browser."""
+    require(os.path.isdir(BUILD_HTML), "the book is not built (make test builds it first)")
+    bad = []
+    for chapter in _chapters():
+        with open(os.path.join(BUILD_HTML, chapter + ".html"), encoding="utf-8") as f:
+            n = f.read().count("const THEBE_JS_URL")
+        if n > 1:
+            bad.append(f"{chapter}: {n} times")
+    assert bad == [], bad

@@ -2,8 +2,11 @@
 
 - every page in book/ is in _toc.yml, and every toc entry has a page;
 - every chapter is a MyST notebook with a jupytext header and no outputs;
-- every ``literalinclude`` of ngxlab code names a file and an object that exist;
-- every public ``ngx_*`` mirror is included by some chapter;
+- ngxlab code is shown by a ``show_source`` cell (read from the library when
+  the chapter runs), never by ``literalinclude``, whose options JupyterLab
+  shows as text;
+- every name a chapter shows exists (a module and a function or class in it);
+- every public ``ngx_*`` mirror is shown by some chapter;
 - every permalink to nginx is pinned to the release the mirrors follow, and
   one that starts at a mirrored definition ends where that definition ends;
 - no page names a machine path.
@@ -19,14 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from ngxlab.lab.notebook import source_calls, show_source
 from ngxlab.sources import NGINX_SOURCES, NGINX_TAG, mirrors
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 
-INCLUDE = re.compile(
-    r"```\{literalinclude\}\s+(?P<path>\S+)\s*\n(?P<opts>(?::[^\n]*\n)*)")
-PYOBJECT = re.compile(r":pyobject:\s*(\S+)")
+INCLUDE = re.compile(r"^(?:`{3,}|:{3,})\{literalinclude\}", re.M)
 PERMALINK = re.compile(
     r"https://github\.com/nginx/nginx/blob/(?P<ref>[^/\s]+)/(?P<path>[^#\s)]+)"
     r"(?:#L(?P<first>\d+)(?:-L(?P<last>\d+))?)?")
@@ -43,10 +45,16 @@ def chapters():
 
 
 def includes(page: Path):
-    text = page.read_text()
-    for m in INCLUDE.finditer(text):
-        obj = PYOBJECT.search(m.group("opts"))
-        yield m.group("path"), obj.group(1) if obj else None
+    """(file of the module, dotted name in it) of everything the page shows."""
+    for name, _ in source_calls(page.read_text()):
+        parts = name.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            path = ROOT.joinpath(*parts[:cut]).with_suffix(".py")
+            if path.is_file():
+                yield path, ".".join(parts[cut:])
+                break
+        else:
+            yield ROOT.joinpath(*parts[:-1]).with_suffix(".py"), parts[-1]
 
 
 def defined(path: Path, dotted: str) -> bool:
@@ -91,23 +99,38 @@ def test_no_notebook_with_outputs_is_tracked():
 
 
 @pytest.mark.parametrize("page", chapters(), ids=lambda p: p.stem)
-def test_included_code_exists(page):
+def test_shown_code_exists(page):
     for path, obj in includes(page):
-        target = (page.parent / path).resolve()
-        assert target.is_file(), f"{page.name}: {path} does not exist"
-        if obj is not None and target.suffix == ".py":
-            assert defined(target, obj), \
-                f"{page.name}: {path} has no {obj} (renamed or removed?)"
+        assert path.is_file(), f"{page.name}: {path.relative_to(ROOT)} does not exist"
+        assert defined(path, obj), \
+            f"{page.name}: {path.relative_to(ROOT)} has no {obj} (renamed or removed?)"
+    for name, kwargs in source_calls(page.read_text()):
+        assert show_source(name, **kwargs).code.strip(), f"{page.name}: {name} shows nothing"
+
+
+@pytest.mark.parametrize("page", chapters(), ids=lambda p: p.stem)
+def test_code_is_shown_from_the_library_not_included(page):
+    assert not INCLUDE.search(page.read_text()), \
+        f"{page.name}: a literalinclude (JupyterLab shows its options as text); " \
+        "use a show_source cell tagged remove-input"
+
+
+def test_the_sync_checks_see_the_chapters_code():
+    # the reader of show_source calls finds them all, with their options
+    text = (BOOK / "reload.md").read_text()
+    calls = source_calls(text)
+    assert ("ngxlab.process_cycle.ngx_master_process_cycle",
+            {"start_at": "if ngx_reconfigure:", "end_before": "if ngx_restart:"}) in calls
+    assert sum(len(source_calls(p.read_text())) for p in chapters()) >= 80
 
 
 def test_every_mirror_is_in_a_chapter():
     shown = set()
     for page in chapters():
         for path, obj in includes(page):
-            if obj:
-                shown.add(obj.split(".")[0])
+            shown.add(obj.split(".")[0])
     missing = sorted(set(mirrors()) - shown)
-    assert not missing, f"mirrors no chapter includes: {missing}"
+    assert not missing, f"mirrors no chapter shows: {missing}"
 
 
 def test_every_mirror_has_its_nginx_source():
@@ -142,3 +165,61 @@ def test_no_machine_paths(path):
     for bad in ("/work/", "/root/", "shared/reference", "shared/seed",
                 "STYLE.md"):
         assert bad not in text, f"{path.name} mentions {bad!r}"
+
+
+def numbered_chapters():
+    """The pages of the toc's numbered parts: the chapters that run something."""
+    text = (ROOT / "_toc.yml").read_text()
+    found = []
+    for part in re.split(r"^\s*- caption:", text, flags=re.M)[1:]:
+        if re.search(r"numbered:\s*true", part):
+            found += re.findall(r"file:\s*book/(\S+)", part)
+    return found
+
+
+def test_the_toc_has_numbered_chapters():
+    assert len(numbered_chapters()) >= 20
+
+
+@pytest.mark.parametrize("name", numbered_chapters())
+def test_chapter_says_what_it_needs_at_its_top(name):
+    text = (BOOK / f"{name}.md").read_text()
+    body = text.split("---", 2)[2]
+    title = re.search(r"^# .*$", body, re.M)
+    assert title, f"{name}: no title"
+    top = body[title.end():].lstrip()
+    assert top.startswith("```{admonition} Before you run it"), \
+        f"{name}: the first thing after the title is not what the chapter needs"
+    note = top.split("\n```", 1)[0]
+    assert "**Needs:**" in note and "**Runs in**" in note, f"{name}: {note}"
+    if re.search(r"nginx|strace|gcc", note.split("**Runs in**")[0]):
+        assert re.search(r"[Ww]ithout", note), \
+            f"{name}: uses a tool but does not say what is shown without it"
+
+
+@pytest.mark.parametrize("name", numbered_chapters())
+def test_chapter_has_a_folded_solution_that_the_build_runs(name):
+    text = (BOOK / f"{name}.md").read_text()
+    exercises = text.split("\n## Exercises", 1)
+    assert len(exercises) == 2, f"{name}: no Exercises section"
+    after = exercises[1]
+    m = re.search(r"^(`{3,}|:{3,})\{dropdown\} Hint and solution to exercise (\d+)\n(.*?)^\1\s*$",
+                  after, re.M | re.S)
+    assert m, f"{name}: no folded hint and solution after the exercises"
+    assert "**Hint.**" in m.group(3) and "**Solution.**" in m.group(3), name
+    assert re.search(rf"^{m.group(2)}\. ", after, re.M), \
+        f"{name}: the solution is to exercise {m.group(2)}, which the list does not have"
+    cell = re.search(r"^```\{code-cell\}[^\n]*\n:tags: \[([^\]]*)\]\n(.*?)^```\s*$",
+                     after[m.end():], re.M | re.S)
+    assert cell and "hide-cell" in cell.group(1), \
+        f"{name}: the solution's code is not a folded (hide-cell) code cell"
+    assert "assert " in cell.group(2), f"{name}: the solution checks nothing it claims"
+
+
+@pytest.mark.parametrize("page", chapters(), ids=lambda p: p.stem)
+def test_chapters_glue_through_ngxlab(page):
+    """ngxlab.lab.notebook.glue also shows a value under its name when the
+    chapter runs as a notebook (JupyterLab shows only the name in the prose);
+    myst_nb's own glue would leave the reader there with a bare name."""
+    assert not re.search(r"from myst_nb import[^\n]*\bglue\b|myst_nb\.glue\(", page.read_text()), \
+        f"{page.name}: glue from myst_nb; use `from ngxlab.lab.notebook import glue`"

@@ -192,6 +192,9 @@ def test_every_page(page: Page, site: str):
     missing: list[str] = []
     page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.url.startswith(site) and r.status >= 400 else None)
     page.on("requestfailed", lambda r: missing.append(f"failed {r.url}") if r.url.startswith(site) else None)
+    # a script that throws (e.g. "Identifier 'THEBE_JS_URL' has already been declared")
+    js_errors: list[str] = []
+    page.on("pageerror", lambda e: js_errors.append(str(e)))
 
     problems = []
     for path in pages:
@@ -202,6 +205,7 @@ def test_every_page(page: Page, site: str):
                 problems.append(f"{rel}: redirects to {target}, which does not exist")
             continue
         missing.clear()
+        js_errors.clear()
         response = page.goto(site + rel, wait_until="load")
         assert response is not None and response.ok, f"{rel}: {response and response.status}"
         for src in page.evaluate(_BROKEN_IMAGES_JS):
@@ -210,6 +214,8 @@ def test_every_page(page: Page, site: str):
             problems.append(f"{rel}: a cell not tagged raises-exception shows an error:\n{text}")
         for what in missing:
             problems.append(f"{rel}: {what}")
+        for error in js_errors:
+            problems.append(f"{rel}: JavaScript error: {error}")
     assert not problems, "\n".join(problems)
 
 

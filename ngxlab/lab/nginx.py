@@ -63,7 +63,13 @@ class NginxTimeout(NginxError, RunnerTimeout):
 
 
 def find_nginx(binary: str | os.PathLike | None = None) -> str:
-    """The nginx binary: ``binary`` if given, else ``nginx`` on PATH, else /usr/sbin/nginx."""
+    """The nginx binary: ``binary`` if given, else ``$NGXLAB_NGINX`` if set, else
+    ``nginx`` on PATH, else /usr/sbin/nginx. ``NGXLAB_NGINX=`` (set, empty) runs
+    everything as on a machine without nginx: what the book shows then."""
+    if binary is None and "NGXLAB_NGINX" in os.environ:
+        binary = os.environ["NGXLAB_NGINX"]
+        if not binary:
+            raise NginxNotFound("nginx not found: NGXLAB_NGINX is set and empty")
     if binary is not None:
         path = shutil.which(str(binary)) or (str(binary) if os.access(binary, os.X_OK) else None)
         if path is None:

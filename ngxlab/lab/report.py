@@ -94,7 +94,10 @@ def _cpu_model() -> str:
 
 
 def _nginx_version() -> str | None:
-    for path in (shutil.which("nginx"), "/usr/sbin/nginx", "/usr/local/nginx/sbin/nginx"):
+    candidates = (shutil.which("nginx"), "/usr/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+    if "NGXLAB_NGINX" in os.environ:         # as ngxlab.lab.nginx.find_nginx reads it
+        candidates = (os.environ["NGXLAB_NGINX"] or None,)
+    for path in candidates:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             try:
                 done = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=10,
