@@ -123,8 +123,8 @@ from ngxlab.channel import (  # noqa: F401  (re-exported, as ngx_process_cycle.h
     NGX_CMD_TERMINATE, ngx_channel_t, ngx_read_channel, ngx_write_channel,
 )
 from ngxlab.core import (
-    NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_NOTICE, NGX_OK, ngx_log_debug,
-    ngx_log_error, sizeof,
+    NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_DEBUG, NGX_LOG_NOTICE, NGX_OK,
+    ngx_log_debug, ngx_log_error, sizeof,
 )
 
 __all__ = [
@@ -591,6 +591,9 @@ def ngx_worker_process_cycle(cycle, data):
 
     ngx_setproctitle("worker process")
 
+    # nginx's ngx_log_debug0 tests the level inline: here once, not per pass
+    debug = cycle.log is not None and cycle.log.log_level >= NGX_LOG_DEBUG
+
     while True:
 
         if ngx_exiting:
@@ -598,7 +601,8 @@ def ngx_worker_process_cycle(cycle, data):
                 ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "exiting")
                 ngx_worker_process_exit(cycle)
 
-        ngx_log_debug(cycle.log, 0, "worker cycle")
+        if debug:
+            ngx_log_debug(cycle.log, 0, "worker cycle")
 
         evt.ngx_process_events_and_timers(cycle)
 
@@ -741,16 +745,23 @@ def ngx_channel_handler(ev):
         return
 
     c = ev.data
+    log = ev.log
+    # nginx's ngx_log_debugN macros test the log's level inline; tested
+    # once here, the debug lines cost nothing when the log is not at debug
+    debug = log is not None and log.log_level >= NGX_LOG_DEBUG
+    processes = process.ngx_processes
 
-    ngx_log_debug(ev.log, 0, "channel handler")
+    if debug:
+        ngx_log_debug(log, 0, "channel handler")
 
     ch = ngx_channel_t()
     while True:
 
-        n = ngx_read_channel(c.fd, ch, sizeof(ngx_channel_t), ev.log,
+        n = ngx_read_channel(c.fd, ch, _CHANNEL_SIZE, log,
                              nginx_quirks=nginx_quirks)
 
-        ngx_log_debug(ev.log, 0, "channel: %d", n)
+        if debug:
+            ngx_log_debug(log, 0, "channel: %d", n)
 
         if n == NGX_ERROR:
             connection.ngx_close_connection(c)
@@ -759,56 +770,68 @@ def ngx_channel_handler(ev):
         if n == NGX_AGAIN:
             return
 
-        ngx_log_debug(ev.log, 0, "channel command: %d", ch.command)
+        command = ch.command
 
-        if ch.command == NGX_CMD_QUIT:
+        if debug:
+            ngx_log_debug(log, 0, "channel command: %d", command)
+
+        if command == NGX_CMD_QUIT:
             ngx_quit = 1
 
-        elif ch.command == NGX_CMD_TERMINATE:
+        elif command == NGX_CMD_TERMINATE:
             ngx_terminate = 1
 
-        elif ch.command == NGX_CMD_REOPEN:
+        elif command == NGX_CMD_REOPEN:
             ngx_reopen = 1
 
-        elif ch.command in (NGX_CMD_OPEN_CHANNEL, NGX_CMD_CLOSE_CHANNEL) \
+        elif (command == NGX_CMD_OPEN_CHANNEL
+              or command == NGX_CMD_CLOSE_CHANNEL) \
                 and not 0 <= ch.slot < process.NGX_MAX_PROCESSES:
             # ngxlab: nginx indexes its table with the slot unchecked
-            ngx_log_error(NGX_LOG_ALERT, ev.log, 0,
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
                           "channel command %d for invalid slot %d ignored",
-                          ch.command, ch.slot)
-            if ch.command == NGX_CMD_OPEN_CHANNEL and not nginx_quirks:
+                          command, ch.slot)
+            if command == NGX_CMD_OPEN_CHANNEL and not nginx_quirks:
                 channel._close_fds((ch.fd,))
 
-        elif ch.command == NGX_CMD_OPEN_CHANNEL:
-            ngx_log_debug(ev.log, 0, "get channel s:%d pid:%d fd:%d",
-                          ch.slot, ch.pid, ch.fd)
+        elif command == NGX_CMD_OPEN_CHANNEL:
+            if debug:
+                ngx_log_debug(log, 0, "get channel s:%d pid:%d fd:%d",
+                              ch.slot, ch.pid, ch.fd)
 
-            process.ngx_processes[ch.slot].pid = ch.pid
-            process.ngx_processes[ch.slot].channel[0] = ch.fd
+            p = processes[ch.slot]
+            p.pid = ch.pid
+            p.channel[0] = ch.fd
 
-        elif ch.command == NGX_CMD_CLOSE_CHANNEL:
-            ngx_log_debug(ev.log, 0, "close channel s:%d pid:%d our:%d fd:%d",
-                          ch.slot, ch.pid, process.ngx_processes[ch.slot].pid,
-                          process.ngx_processes[ch.slot].channel[0])
+        elif command == NGX_CMD_CLOSE_CHANNEL:
+            p = processes[ch.slot]
+            if debug:
+                ngx_log_debug(log, 0,
+                              "close channel s:%d pid:%d our:%d fd:%d",
+                              ch.slot, ch.pid, p.pid, p.channel[0])
 
             try:
-                os.close(process.ngx_processes[ch.slot].channel[0])
+                os.close(p.channel[0])
             except OSError as e:
-                ngx_log_error(NGX_LOG_ALERT, ev.log, e.errno or 0,
+                ngx_log_error(NGX_LOG_ALERT, log, e.errno or 0,
                               "close() channel failed")
 
-            process.ngx_processes[ch.slot].channel[0] = -1
+            p.channel[0] = -1
 
-        elif ch.command in channel._extensions:   # ngxlab's: ngxlab.beyond
-            channel._extensions[ch.command](ch, ev.log)
+        elif command in channel._extensions:   # ngxlab's: ngxlab.beyond
+            channel._extensions[command](ch, log)
 
         elif not nginx_quirks:
             # nginx ignores an unknown command without a word
-            ngx_log_error(NGX_LOG_ALERT, ev.log, 0,
-                          "unknown channel command %d ignored", ch.command)
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "unknown channel command %d ignored", command)
 
-        for observe in _received:
-            observe(ch)
+        if _received:
+            for observe in _received:
+                observe(ch)
+
+
+_CHANNEL_SIZE = sizeof(ngx_channel_t)
 
 
 # ngxlab's observation points (not nginx's): callbacks run in a worker for

@@ -54,6 +54,9 @@ __all__ = ["ScaleRun", "ScaleResult", "TARGETS", "FULL_WORKERS", "QUICK_WORKERS"
 FULL_WORKERS = 400
 QUICK_WORKERS = 50
 
+# how many old workers are followed during a reload for their wakes and CPU
+SAMPLE = 16
+
 # what the book asks of the master at scale: a reload and a QUIT within
 # twice nginx's time, measured in the same run
 TARGETS = (
@@ -77,6 +80,10 @@ class ScaleRun:
     settled: bool           # the reload ended settled (not at the deadline)
     reload_master_cpu_s: float = 0.0   # CPU time the master used during the reload
     reload_workers_cpu_s: float = 0.0  # CPU time all workers (old and new) used during it
+    # a sample of the old generation during the reload, as the polls saw it
+    # (a worker's last wakes, after the last poll before its exit, are missed)
+    old_wakes: float = 0.0             # wakes per old worker (once per message when 1.0 per message)
+    old_wake_us: float = 0.0           # CPU per wake of an old worker, in us
 
 
 @dataclass
@@ -126,7 +133,9 @@ class ScaleResult:
                          f"{self.median(system, 'quit_s'):>9.2f} "
                          f"{self.median(system, 'start_s'):>9.2f}"
                          f"   {self.median(system, 'reload_master_cpu_s'):>6.2f} "
-                         f"{self.median(system, 'reload_workers_cpu_s'):>7.2f}")
+                         f"{self.median(system, 'reload_workers_cpu_s'):>7.2f}"
+                         f"   old worker: {self.median(system, 'old_wakes'):>5.0f} wakes, "
+                         f"{self.median(system, 'old_wake_us'):>5.1f} us CPU each")
         if self.reload_ratio is not None:
             lines.append(f"{'ratio':8} {self.reload_ratio:>9.2f} {self.quit_ratio:>9.2f}"
                          f"   (ngxlab / nginx, medians of this run)")
@@ -175,11 +184,19 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
 
         cpu0, reaped0 = _cpu(master)
         old_cpu = sum(_cpu(p)[0] for p in old)
+        ordered = sorted(old)
+        sample = ordered[::max(1, len(ordered) // SAMPLE)][:SAMPLE]
+        first = {p: (proc.voluntary_switches(p), proc.cpu_ms(p)) for p in sample}
+        seen = dict(first)
         t0 = time.perf_counter()          # before the kill: the system may run at once
         os.kill(master, signal.SIGHUP)
         polls, cost, settled = 0, 0.0, False
         while time.perf_counter() - t0 < timeout:
             p0 = time.perf_counter()
+            for p in sample:
+                w, c = proc.voluntary_switches(p), proc.cpu_ms(p)
+                if w is not None and c is not None:
+                    seen[p] = (w, c)
             kids = _children(master)
             done = (len(kids) == n and not kids & old and proc.fd_count(master) == base_master
                     and all(proc.fd_count(k) == base_worker for k in kids))
@@ -193,6 +210,9 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
         cpu1, reaped1 = _cpu(master)
         new_cpu = sum(_cpu(p)[0] for p in _children(master))
         master_cpu = cpu1 - cpu0
+        sampled = [p for p in sample if None not in first[p]]
+        wakes = sum(seen[p][0] - first[p][0] for p in sampled)
+        old_ms = sum(seen[p][1] - first[p][1] for p in sampled)
         workers_cpu = (reaped1 - reaped0) - old_cpu + new_cpu
 
         t0 = time.perf_counter()
@@ -205,7 +225,9 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
                     reload_s=round(reload_s, 6), quit_s=round(quit_s, 6), polls=polls,
                     poll_ms=round(1000 * cost / max(polls, 1), 2), settled=settled,
                     reload_master_cpu_s=round(master_cpu, 2),
-                    reload_workers_cpu_s=round(workers_cpu, 2))
+                    reload_workers_cpu_s=round(workers_cpu, 2),
+                    old_wakes=round(wakes / max(len(sampled), 1), 1),
+                    old_wake_us=round(1000 * old_ms / max(wakes, 1), 1))
 
 
 def scale(n: int = 400, *, repeats: int = 1, poll: float = 0.02,
