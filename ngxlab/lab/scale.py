@@ -23,6 +23,14 @@ The reload's end is seen by polling ``/proc`` (children, and one
 result records how many polls it took and what one cost, so the resolution
 is known. The QUIT's end is seen by the runner's ``wait_exit`` (a poll every
 5 to 10 ms).
+During the reload, :data:`SAMPLE` old workers (spread over the slots) are
+followed at each poll: how often each was woken (its voluntary context
+switches: it sleeps in ``epoll_wait``) and how much CPU it used, until it
+exits. Both systems wake an old worker once per message it is sent (one
+OPEN_CHANNEL per new worker, then QUIT), so the CPU per wake is where they
+differ; with no core to spare, the reload takes as long as the CPU of the
+master and of all workers, the third ratio of the table.
+
 Absolute times on a shared machine are noise; the ratios ngxlab / nginx of
 one run are the result. Where nginx cannot run, its side is skipped, with
 the reason.
@@ -85,6 +93,12 @@ class ScaleRun:
     old_wakes: float = 0.0             # wakes per old worker (once per message when 1.0 per message)
     old_wake_us: float = 0.0           # CPU per wake of an old worker, in us
 
+    @property
+    def reload_cpu_s(self) -> float:
+        """CPU time the master and all workers used during the reload: what
+        the reload takes when the machine has no core to spare."""
+        return self.reload_master_cpu_s + self.reload_workers_cpu_s
+
 
 @dataclass
 class ScaleResult:
@@ -120,7 +134,13 @@ class ScaleResult:
                     TARGETS),
                 row(f"QUIT of {self.workers} workers, to the master's exit", "ngxlab", "nginx",
                     self.median("ngxlab", "quit_s"), self.median("nginx", "quit_s"), "s",
-                    TARGETS)]
+                    TARGETS),
+                row(f"reload of {self.workers} workers, CPU of master and workers", "ngxlab",
+                    "nginx", self.median("ngxlab", "reload_cpu_s"),
+                    self.median("nginx", "reload_cpu_s"), "s", TARGETS),
+                row(f"reload of {self.workers} workers, CPU per wake of an old worker",
+                    "ngxlab", "nginx", self.median("ngxlab", "old_wake_us"),
+                    self.median("nginx", "old_wake_us"), "us", TARGETS)]
 
     def table(self) -> str:
         lines = [f"{self.workers} workers, {self.machine}",
@@ -137,8 +157,12 @@ class ScaleResult:
                          f"   old worker: {self.median(system, 'old_wakes'):>5.0f} wakes, "
                          f"{self.median(system, 'old_wake_us'):>5.1f} us CPU each")
         if self.reload_ratio is not None:
+            cpu = [self.median(s, "reload_cpu_s") for s in ("ngxlab", "nginx")]
+            wake = [self.median(s, "old_wake_us") for s in ("ngxlab", "nginx")]
             lines.append(f"{'ratio':8} {self.reload_ratio:>9.2f} {self.quit_ratio:>9.2f}"
-                         f"   (ngxlab / nginx, medians of this run)")
+                         f"   (ngxlab / nginx, medians of this run; reload CPU "
+                         f"{cpu[0] / cpu[1] if cpu[1] else float('nan'):.2f}, "
+                         f"CPU per wake {wake[0] / wake[1] if wake[1] else float('nan'):.2f})")
         if self.nginx_skipped:
             lines.append(f"nginx skipped: {self.nginx_skipped}")
         return "\n".join(lines)
