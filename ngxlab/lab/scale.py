@@ -95,8 +95,8 @@ class ScaleRun:
 
     @property
     def reload_cpu_s(self) -> float:
-        """CPU time the master and all workers used during the reload: what
-        the reload takes when the machine has no core to spare."""
+        """The CPU time the master and all workers used during the reload,
+        which is how long the reload takes when no core is to spare."""
         return self.reload_master_cpu_s + self.reload_workers_cpu_s
 
 
