@@ -199,40 +199,40 @@ def _run(args, argv):
 
 
 def _signal(args):
-    from ngxlab import cycle as ngx_cycle, process_cycle as pc
+    from ngxlab import cycle as cy, process_cycle as pc
     from ngxlab.core import ngx_log_t
 
     prefix = os.path.abspath(args.prefix)
     pc.ngx_process = pc.NGX_PROCESS_SIGNALLER
-    cycle = ngx_cycle.ngx_cycle_t(
+    cycle = cy.ngx_cycle_t(
         prefix=prefix, log=ngx_log_t(sys.stderr, "error"),
-        conf=ngx_cycle.ngx_core_conf_t(
-            pid=os.path.join(prefix, ngx_cycle.NGX_PID_PATH)))
-    return ngx_cycle.ngx_signal_process(cycle, args.signal)
+        conf=cy.ngx_core_conf_t(
+            pid=os.path.join(prefix, cy.NGX_PID_PATH)))
+    return cy.ngx_signal_process(cycle, args.signal)
 
 
 def _topology(args):
-    from ngxlab import cycle as ngx_cycle
+    from ngxlab import cycle as cy
     from ngxlab.lab import census as lab_census
 
     pid = args.pid
     slots = None
     prefix = args.prefix
     if prefix is not None:
-        path = os.path.join(prefix, ngx_cycle.NGX_PID_PATH)
+        path = os.path.join(prefix, cy.NGX_PID_PATH)
         try:
-            text = ngx_cycle.read_pidfile(path)
+            text = cy.read_pidfile(path)
         except OSError as e:
             print(f"ngxlab topology: no pid in {path!r}: {e.strerror}",
                   file=sys.stderr)
             return 1
-        pid = ngx_cycle.ascii_number(text)
+        pid = cy.ascii_number(text)
         if not pid:
             print(f"ngxlab topology: no pid in {path!r}: "
                   f"{text.decode(errors='replace')!r}", file=sys.stderr)
             return 1
-    elif ngx_cycle.is_ngxlab_master(pid):
-        prefix = ngx_cycle.master_prefix(pid)
+    elif cy.is_ngxlab_master(pid):
+        prefix = cy.master_prefix(pid)
     channels = None
     if prefix is not None:
         table = read_table(prefix, pid)

@@ -25,7 +25,12 @@ from __future__ import annotations
 import os
 import socket
 
-from ngxlab import connection, event as ngx_event, process
+from ngxlab import connection, event as evt
+# The import cycle of the mirrors (process, process_cycle, cycle, nginx,
+# daemon, _http), as nginx's files share their globals through "extern":
+# each imports the others' modules, never names from them, so any of them
+# can be imported first; attributes are read when a function runs.
+from ngxlab import process
 from ngxlab.core import NGX_ERROR, NGX_LOG_ALERT, NGX_OK, ngx_log_error
 
 _open = {}
@@ -48,8 +53,8 @@ def init_process(cycle):
         ls.connection = c
         c.read.accept = 1
         c.read.handler = _accept
-        if ngx_event.ngx_add_event(c.read, ngx_event.NGX_READ_EVENT,
-                                   ngx_event.NGX_EXCLUSIVE_EVENT) == NGX_ERROR:
+        if evt.ngx_add_event(c.read, evt.NGX_READ_EVENT,
+                             evt.NGX_EXCLUSIVE_EVENT) == NGX_ERROR:
             return NGX_ERROR
     return NGX_OK
 
@@ -80,11 +85,11 @@ def init_connection(c):
     c.data = bytearray()
     c.read.handler = _read_request
     _open[c.fd] = c
-    if ngx_event.ngx_add_event(c.read, ngx_event.NGX_READ_EVENT, 0) \
+    if evt.ngx_add_event(c.read, evt.NGX_READ_EVENT, 0) \
             == NGX_ERROR:
         _close(c)
         return NGX_ERROR
-    ngx_event.ngx_add_timer(c.read, READ_TIMEOUT_MS)
+    evt.ngx_add_timer(c.read, READ_TIMEOUT_MS)
     return NGX_OK
 
 

@@ -60,12 +60,8 @@ RETRY_S = 0.5           # the safety net of the master's wait while something is
 _SIZE = sizeof(ngx_channel_t)
 
 _queues: dict[int, collections.deque] = {}      # receiving slot -> messages
+_channels: dict[int, int] = {}  # receiving slot -> its channel[0], while queued
 _dups: dict[tuple[int, int, int], list[int]] = {}  # (slot, pid, fd) announced -> [dup, refs]
-
-
-def _processes():
-    from ngxlab import process
-    return process.ngx_processes
 
 
 def write(slot, s, ch, log):
@@ -76,14 +72,14 @@ def write(slot, s, ch, log):
     if _queues and slot in _queues:
         _flush_slot(slot, log)
         if slot in _queues:
-            return _enqueue(slot, ch, log)
+            return _enqueue(slot, s, ch, log)
     rc = ngx_write_channel(s, ch, _SIZE, log)
     if rc != NGX_AGAIN:
         return rc
-    return _enqueue(slot, ch, log)
+    return _enqueue(slot, s, ch, log)
 
 
-def _enqueue(slot, ch, log):
+def _enqueue(slot, s, ch, log):
     fd = -1
     if ch.fd != -1:
         key = (ch.slot, ch.pid, ch.fd)
@@ -100,6 +96,9 @@ def _enqueue(slot, ch, log):
         fd = held[0]
     msg = ngx_channel_t(ch.command, ch.pid, ch.slot, fd)
     _queues.setdefault(slot, collections.deque()).append((msg, ch.fd))
+    # the slot's channel[0]: it stays while the slot's worker lives, and the
+    # queue is dropped when it is reaped (drop())
+    _channels[slot] = s
     return NGX_AGAIN
 
 
@@ -116,14 +115,14 @@ def _release(msg, original):
 
 def _flush_slot(slot, log):
     q = _queues[slot]
-    fd = _processes()[slot].channel[0]
+    fd = _channels[slot]
     while q:
         msg, original = q[0]
         if ngx_write_channel(fd, msg, _SIZE, log) == NGX_AGAIN:
             return
         q.popleft()             # written, or NGX_ERROR (logged): not retried
         _release(msg, original)
-    del _queues[slot]
+    del _queues[slot], _channels[slot]
 
 
 def flush(log):
@@ -149,6 +148,7 @@ def depth(slot=None) -> int:
 def drop(slot):
     """Forget slot ``slot``'s queue (its worker was reaped) and close the
     duplicates only it held."""
+    _channels.pop(slot, None)
     for msg, original in _queues.pop(slot, ()):
         _release(msg, original)
 
@@ -163,6 +163,7 @@ def forget():
             pass
     _dups.clear()
     _queues.clear()
+    _channels.clear()
 
 
 def reset():

@@ -90,9 +90,9 @@ import socket
 import time
 import zlib
 
-from ngxlab import _http, connection, cycle as ngx_cy, event as ngx_event
+from ngxlab import _http, connection, cycle as cy, event as evt
 from ngxlab import process, process_cycle as pc
-from ngxlab import channel as ngx_ch
+from ngxlab import channel
 from ngxlab.channel import (
     NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL, NGX_CMD_REOPEN,
     ngx_channel_t, ngx_write_channel,
@@ -181,20 +181,20 @@ def register(command, handler, *, descriptor=False, name=None):
         raise ValueError(f"command must be an int above {NGX_CMD_REOPEN} "
                          f"(nginx uses 1 to 5) and below 2**64, not "
                          f"{command!r}")
-    if command in ngx_ch._extensions:
+    if command in channel._extensions:
         raise ValueError(f"command {command:#x} is already registered: "
-                         f"{ngx_ch._extensions[command]!r}")
+                         f"{channel._extensions[command]!r}")
     name = name or f"{command:#x}"
     ext = Extension(command, name, handler, bool(descriptor))
-    ngx_ch._extensions[command] = ext
-    ngx_ch._command_names[command] = name
+    channel._extensions[command] = ext
+    channel._command_names[command] = name
     return ext
 
 
 def unregister(command):
     """Forget ``command`` (no error if it was not registered)."""
-    ngx_ch._extensions.pop(command, None)
-    ngx_ch._command_names.pop(command, None)
+    channel._extensions.pop(command, None)
+    channel._command_names.pop(command, None)
 
 
 # -- this process's state (each worker has its own copy after fork) -------------
@@ -344,11 +344,11 @@ def _peek(ev):
         s.detach()
     if head is None:                     # nothing yet: wait for it
         if not c.read.active:
-            if ngx_event.ngx_add_event(c.read, ngx_event.NGX_READ_EVENT, 0) \
+            if evt.ngx_add_event(c.read, evt.NGX_READ_EVENT, 0) \
                     == NGX_ERROR:
                 connection.ngx_close_connection(c)
                 return
-            ngx_event.ngx_add_timer(c.read, _http.READ_TIMEOUT_MS)
+            evt.ngx_add_timer(c.read, _http.READ_TIMEOUT_MS)
         return
     if not head:                         # closed (or reset) before a request
         connection.ngx_close_connection(c)
@@ -374,9 +374,9 @@ def _detach(c):
     """Take the connection out of this worker's event loop and free it,
     leaving its descriptor open; return the descriptor."""
     if c.read.timer_set:
-        ngx_event.ngx_del_timer(c.read)
+        evt.ngx_del_timer(c.read)
     if c.read.active:
-        ngx_event.ngx_del_event(c.read, ngx_event.NGX_READ_EVENT, 0)
+        evt.ngx_del_event(c.read, evt.NGX_READ_EVENT, 0)
     connection.ngx_free_connection(c)
     fd, c.fd = c.fd, -1
     return fd
@@ -428,7 +428,7 @@ def _on_answer(ch, fd, log):
     if not waiting or waiting[0].pid != ch.pid:
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "%s from slot %d pid %d answers no handoff",
-                      ngx_ch.command_name(ch.command), ch.slot, ch.pid)
+                      channel.command_name(ch.command), ch.slot, ch.pid)
         return
     h = waiting.popleft()
     if ch.command == TAKEN:
@@ -506,7 +506,7 @@ def _answer(command, slot, log):
     if rc != NGX_OK:
         stats["answer_lost"] += 1
         ngx_log_error(NGX_LOG_ALERT, log, 0, "%s to slot %d not delivered",
-                      ngx_ch.command_name(command), slot)
+                      channel.command_name(command), slot)
     return rc
 
 
@@ -543,7 +543,7 @@ def observe(ch):
                 or slot == process.ngx_process_slot:
             return
         peers = directory()
-        log = ngx_cy.ngx_cycle.log
+        log = cy.ngx_cycle.log
         if command == NGX_CMD_OPEN_CHANNEL:
             peers[slot] = ch.pid
             parked = _parked.pop(slot, None)
@@ -574,9 +574,9 @@ def observe(ch):
 def _arm(log):
     global _tick
     if _tick is None:
-        _tick = ngx_event.ngx_event_t(handler=_on_tick, log=log)
+        _tick = evt.ngx_event_t(handler=_on_tick, log=log)
     if not _tick.timer_set:
-        ngx_event.ngx_add_timer(_tick, TICK_MS)
+        evt.ngx_add_timer(_tick, TICK_MS)
 
 
 def _on_tick(ev):
@@ -605,7 +605,7 @@ def _on_tick(ev):
         if not _parked[slot]:
             del _parked[slot]
     if any(_pending.values()) or _parked:
-        ngx_event.ngx_add_timer(ev, TICK_MS)
+        evt.ngx_add_timer(ev, TICK_MS)
 
 
 # -- what a worker reports ------------------------------------------------------------
@@ -636,6 +636,6 @@ def _write_report():
             json.dump(report(), f)
         os.replace(tmp, path)
     except OSError as e:
-        ngx_log_error(NGX_LOG_ALERT, ngx_cy.ngx_cycle.log, e.errno or 0,
+        ngx_log_error(NGX_LOG_ALERT, cy.ngx_cycle.log, e.errno or 0,
                       "writing the handoff report %s failed", path)
 

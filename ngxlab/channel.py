@@ -332,7 +332,7 @@ def ngx_add_channel_event(cycle, fd, event, handler):
     Returns ``NGX_OK``, or ``NGX_ERROR`` if no connection is free or the
     event cannot be added (the connection is then freed).
     """
-    from ngxlab import connection, event as ev_mod
+    from ngxlab import connection, event as evt
 
     c = connection.ngx_get_connection(fd, cycle.log)
     if c is None:
@@ -346,10 +346,10 @@ def ngx_add_channel_event(cycle, fd, event, handler):
     rev.channel = 1
     wev.channel = 1
 
-    ev = rev if event == ev_mod.NGX_READ_EVENT else wev
+    ev = rev if event == evt.NGX_READ_EVENT else wev
     ev.handler = handler
 
-    if ev_mod.ngx_add_event(ev, event, 0) == NGX_ERROR:
+    if evt.ngx_add_event(ev, event, 0) == NGX_ERROR:
         connection.ngx_free_connection(c)
         return NGX_ERROR
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import socket
 
-from ngxlab import event as ngx_event
+from ngxlab import event as evt
 from ngxlab.core import (
     NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_CRIT, NGX_LOG_EMERG,
     NGX_OK, ngx_log_error,
@@ -60,8 +60,8 @@ class ngx_connection_t:
         self.pool = None
         self.listening = None
         self.sockaddr = None
-        self.read = ngx_event.ngx_event_t(self, log=log)
-        self.write = ngx_event.ngx_event_t(self, log=log, write=1)
+        self.read = evt.ngx_event_t(self, log=log)
+        self.write = evt.ngx_event_t(self, log=log, write=1)
 
     def __repr__(self):
         return f"ngx_connection_t(fd={self.fd})"
@@ -113,15 +113,13 @@ def ngx_close_connection(c):
         ngx_log_error(NGX_LOG_ALERT, c.log, 0, "connection already closed")
         return
     if c.read.timer_set:
-        ngx_event.ngx_del_timer(c.read)
+        evt.ngx_del_timer(c.read)
     if c.write.timer_set:
-        ngx_event.ngx_del_timer(c.write)
+        evt.ngx_del_timer(c.write)
     if c.read.active:
-        ngx_event.ngx_del_event(c.read, ngx_event.NGX_READ_EVENT,
-                                ngx_event.NGX_CLOSE_EVENT)
+        evt.ngx_del_event(c.read, evt.NGX_READ_EVENT, evt.NGX_CLOSE_EVENT)
     if c.write.active:
-        ngx_event.ngx_del_event(c.write, ngx_event.NGX_WRITE_EVENT,
-                                ngx_event.NGX_CLOSE_EVENT)
+        evt.ngx_del_event(c.write, evt.NGX_WRITE_EVENT, evt.NGX_CLOSE_EVENT)
     ngx_free_connection(c)
     fd, c.fd = c.fd, -1
     try:
@@ -207,8 +205,8 @@ def ngx_close_listening_sockets(cycle):
         c = ls.connection
         if c is not None:
             if c.read.active:
-                ngx_event.ngx_del_event(c.read, ngx_event.NGX_READ_EVENT,
-                                        ngx_event.NGX_CLOSE_EVENT)
+                evt.ngx_del_event(c.read, evt.NGX_READ_EVENT,
+                                  evt.NGX_CLOSE_EVENT)
             ngx_free_connection(c)
             c.fd = -1
             ls.connection = None

@@ -63,7 +63,11 @@ from ngxlab.core import (
     NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE,
     NGX_LOG_WARN, NGX_OK, ngx_log_error, ngx_log_t,
 )
-from ngxlab.process import NGX_MAX_PROCESSES
+# The import cycle of the mirrors (process, process_cycle, cycle, nginx,
+# daemon, _http), as nginx's files share their globals through "extern":
+# each imports the others' modules, never names from them, so any of them
+# can be imported first; attributes are read when a function runs.
+from ngxlab import process, process_cycle as pc
 
 __all__ = [
     "ngx_cycle", "ngx_cycle_t", "ngx_core_conf_t", "ngx_init_cycle",
@@ -81,8 +85,10 @@ NGX_ERROR_LOG_PATH = "logs/error.log"
 NGX_OLDPID_EXT = ".oldbin"
 
 # ngxlab's limit (nginx has none): a reload runs the old and the new
-# generation side by side in the NGX_MAX_PROCESSES slots of the table
-MAX_WORKER_PROCESSES = NGX_MAX_PROCESSES // 2
+# generation side by side in the NGX_MAX_PROCESSES (1024) slots of the table.
+# A number, not process.NGX_MAX_PROCESSES // 2: process may still be loading
+# when this line runs (tests/test_import_cycle.py checks the half).
+MAX_WORKER_PROCESSES = 512
 
 
 def ascii_number(text):
@@ -166,7 +172,7 @@ def read_conf(path):
                     f"{path}:{lineno}: invalid value \"{value}\" in "
                     f"\"worker_processes\" (1 to {MAX_WORKER_PROCESSES}: "
                     f"a reload needs room for two generations in the "
-                    f"{NGX_MAX_PROCESSES}-slot process table)")
+                    f"{process.NGX_MAX_PROCESSES}-slot process table)")
             conf[name] = n
         elif name == "listen":
             host, _, port = value.rpartition(":")
@@ -314,8 +320,6 @@ def ngx_create_pidfile(name, log):
     ``NGX_OK`` or ``NGX_ERROR`` after an emerg line: nginx's "open() ...
     failed", or ngxlab's refusal of a file that is not a regular file or
     that names a running master of this prefix (``ngx_cycle.prefix``)."""
-    from ngxlab import process_cycle as pc
-
     if pc.ngx_process > pc.NGX_PROCESS_MASTER:
         return NGX_OK
     try:
@@ -344,8 +348,6 @@ def ngx_create_pidfile(name, log):
 def ngx_delete_pidfile(cycle):
     """Remove the pid file (its ``.oldbin`` name while a new binary runs)
     when it names this process: a file another master wrote is left."""
-    from ngxlab import process_cycle as pc
-
     ccf = cycle.conf
     name = ccf.oldpid if pc.ngx_new_binary else ccf.pid
     try:
@@ -409,6 +411,7 @@ def master_prefix(pid):
     """ngxlab's: the prefix the ngxlab master ``pid`` serves, read from its
     command line the way ``ngxlab run`` reads it (relative to the master's
     working directory, which it never changes), or ``None``."""
+    import argparse
     import contextlib
     import io
 
@@ -416,10 +419,14 @@ def master_prefix(pid):
     if args is None:
         return None
     words = [a.decode(errors="surrogateescape") for a in args if a]
-    from ngxlab.__main__ import _parser
+    # "run"'s --prefix as argparse reads it there (abbreviated, "=", last
+    # one wins); the other options of a running master parsed already, so
+    # they are passed over here, and the command line is not imported
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--prefix", required=True)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
-            parsed, _ = _parser().parse_known_args(["run"] + words)
+            parsed, _ = parser.parse_known_args(words)
     except SystemExit:
         return None
     try:
@@ -432,8 +439,6 @@ def master_prefix(pid):
 def ngx_signal_process(cycle, sig, check=True):
     """``nginx -s SIG``: read the pid file and send the signal. Returns 0
     or 1, the exit status of ``nginx -s``."""
-    from ngxlab.process import ngx_os_signal_process
-
     ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "signal process started")
 
     name = cycle.conf.pid
@@ -479,15 +484,13 @@ def ngx_signal_process(cycle, sig, check=True):
                           cycle.prefix)
             return 1
 
-    return ngx_os_signal_process(cycle, sig, pid)
+    return process.ngx_os_signal_process(cycle, sig, pid)
 
 
 def ngx_reopen_files(cycle, user=-1):
     """Reopen the error log by name (after log rotation). A failed open is
     logged and the old descriptor kept. ``user`` is nginx's argument, unused
     (see "Deviations")."""
-    from ngxlab import process_cycle as pc
-
     try:
         cycle.log.reopen()
     except OSError as e:

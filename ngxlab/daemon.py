@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import os
 
-from ngxlab import _forking, process
+from ngxlab import _forking
+# The import cycle of the mirrors (process, process_cycle, cycle, nginx,
+# daemon, _http), as nginx's files share their globals through "extern":
+# each imports the others' modules, never names from them, so any of them
+# can be imported first; attributes are read when a function runs.
+from ngxlab import process
 from ngxlab.core import NGX_ERROR, NGX_LOG_EMERG, NGX_OK, ngx_log_error
 
 __all__ = ["ngx_daemon"]

@@ -274,6 +274,11 @@ def ngx_event_no_timers_left():
     return NGX_OK if _find_timer() == NGX_TIMER_INFINITE else NGX_AGAIN
 
 
+# how many events one epoll_wait returns at most: nginx's "epoll_events"
+# directive, 512 by default (Python's default is FD_SETSIZE - 1, an array of
+# 1023 struct epoll_event allocated on every wake)
+EPOLL_EVENTS = 512
+
 # plain ints for the hot path (a module attribute lookup per event otherwise)
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
@@ -285,7 +290,7 @@ def ngx_process_events_and_timers(cycle):
     handlers of the ready events, then of the expired timers."""
     timer = _find_timer() if _timers else NGX_TIMER_INFINITE
     try:
-        events = ep.poll(timer)
+        events = ep.poll(timer, EPOLL_EVENTS)
     except InterruptedError:
         events = ()
 

@@ -49,7 +49,12 @@ import os
 import signal
 import sys
 
-from ngxlab import connection, cycle as ngx_cy, process, process_cycle as pc
+from ngxlab import connection
+# The import cycle of the mirrors (process, process_cycle, cycle, nginx,
+# daemon, _http), as nginx's files share their globals through "extern":
+# each imports the others' modules, never names from them, so any of them
+# can be imported first; attributes are read when a function runs.
+from ngxlab import cycle as cy, daemon as dm, process, process_cycle as pc
 from ngxlab.core import (
     NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
     ngx_log_debug, ngx_log_error, ngx_log_t,
@@ -172,9 +177,9 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
     process.ngx_parent = os.getppid()
 
     prefix = os.path.abspath(prefix)
-    conf_file = os.path.join(prefix, ngx_cy.NGX_CONF_FILE)
-    pid_path = os.path.join(prefix, ngx_cy.NGX_PID_PATH)
-    log_path = os.path.join(prefix, ngx_cy.NGX_ERROR_LOG_PATH)
+    conf_file = os.path.join(prefix, cy.NGX_CONF_FILE)
+    pid_path = os.path.join(prefix, cy.NGX_PID_PATH)
+    log_path = os.path.join(prefix, cy.NGX_ERROR_LOG_PATH)
 
     # nginx's ngx_use_stderr: until the pid file is written, a message at
     # warn or worse also goes to stderr, so that a start-up failure is seen
@@ -189,13 +194,13 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
                          % (log_path, e.errno, e.strerror))
         return 1
 
-    ccf = ngx_cy.ngx_core_conf_t(worker_processes=worker_processes,
+    ccf = cy.ngx_core_conf_t(worker_processes=worker_processes,
                                  daemon=int(daemon), pid=pid_path,
                                  listen=listen, watch_master=int(watch_master))
-    cycle = ngx_cy.ngx_cycle_t(prefix=prefix, log=log, conf=ccf,
+    cycle = cy.ngx_cycle_t(prefix=prefix, log=log, conf=ccf,
                                conf_file=conf_file)
     cycle.error_log = log_path
-    ngx_cy.ngx_cycle = cycle
+    cy.ngx_cycle = cycle
 
     from ngxlab import __version__
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
@@ -204,7 +209,7 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
 
     # ngxlab's: one prefix, one master (nginx's second master is stopped
     # by its busy port; an ngxlab master listening on port 0 has none)
-    if ngx_cy.check_pidfile(pid_path, prefix, log) != NGX_OK:
+    if cy.check_pidfile(pid_path, prefix, log) != NGX_OK:
         return 1
 
     if ngx_add_inherited_sockets(cycle) != NGX_OK:
@@ -215,7 +220,7 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
         # a new binary reads the configuration file, as nginx's does: the
         # command line it inherited is older than a reload after an edit
         try:
-            conf = ngx_cy.read_conf(conf_file)
+            conf = cy.read_conf(conf_file)
         except ValueError as e:
             ngx_log_error(NGX_LOG_EMERG, log, 0, "%s", e)
             return 1
@@ -258,21 +263,20 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
         _die_with_parent(log)
 
     if not pc.ngx_inherited and ccf.daemon:
-        from ngxlab.daemon import ngx_daemon
-        if ngx_daemon(log) != NGX_OK:
+        if dm.ngx_daemon(log) != NGX_OK:
             return 1
         pc.ngx_daemonized = 1
 
     if pc.ngx_inherited:
         pc.ngx_daemonized = 1
 
-    if ngx_cy.ngx_create_pidfile(ccf.pid, log) != NGX_OK:
+    if cy.ngx_create_pidfile(ccf.pid, log) != NGX_OK:
         return 1
 
     # nginx points stderr at the error log here, in the foreground too;
     # ngxlab only in a daemon (in the foreground the log is echoed there)
-    if pc.ngx_daemonized and ngx_cy.redirect_stderr(log) != NGX_OK:
-        ngx_cy.ngx_delete_pidfile(cycle)
+    if pc.ngx_daemonized and cy.redirect_stderr(log) != NGX_OK:
+        cy.ngx_delete_pidfile(cycle)
         return 1
 
     log.echo = echo     # nginx: ngx_use_stderr = 0
@@ -289,7 +293,7 @@ def main(argv, prefix, worker_processes, listen=("127.0.0.1", 0),
         if os.getpid() == master:
             ngx_log_error(NGX_LOG_ALERT, log, 0, "master process failed: %r",
                           e)
-            ngx_cy.ngx_delete_pidfile(ngx_cy.ngx_cycle or cycle)
+            cy.ngx_delete_pidfile(cy.ngx_cycle or cycle)
         raise
     return 0
 
@@ -312,7 +316,7 @@ def write_slots(cycle, path):
     the next success is logged as a notice."""
     global _last_slots, _slots_failed
     if pc.ngx_new_binary > 0:     # not NGX_INVALID_PID after a failed exec
-        path += ngx_cy.NGX_OLDPID_EXT
+        path += cy.NGX_OLDPID_EXT
     slots = [{"slot": i, "pid": p.pid, "channel": list(p.channel),
               "respawn": p.respawn, "just_spawn": p.just_spawn,
               "detached": p.detached, "exiting": p.exiting}
@@ -325,7 +329,7 @@ def write_slots(cycle, path):
     if (path, state) == _last_slots:
         return
     if _last_slots is not None and _last_slots[0] != path \
-            and _last_slots[0].endswith(ngx_cy.NGX_OLDPID_EXT):
+            and _last_slots[0].endswith(cy.NGX_OLDPID_EXT):
         try:
             os.unlink(_last_slots[0])
         except OSError:

@@ -63,6 +63,11 @@ import socket
 import termios
 
 from ngxlab import _forking, _pending
+# The import cycle of the mirrors (process, process_cycle, cycle, nginx,
+# daemon, _http), as nginx's files share their globals through "extern":
+# each imports the others' modules, never names from them, so any of them
+# can be imported first; attributes are read when a function runs.
+from ngxlab import cycle as cy, process_cycle as pc
 from ngxlab.channel import ngx_close_channel
 from ngxlab.core import (
     NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_CRIT, NGX_LOG_EMERG, NGX_LOG_INFO,
@@ -157,8 +162,7 @@ ngx_parent = os.getppid()
 
 
 def _log():
-    from ngxlab import cycle
-    return cycle.ngx_cycle.log if cycle.ngx_cycle is not None else None
+    return cy.ngx_cycle.log if cy.ngx_cycle is not None else None
 
 
 def _nonblocking(fd):
@@ -289,7 +293,6 @@ def _forget_channel(p):
     # a later ngx_reap_children() (a failed respawn is retried on the next
     # reap) or a later worker's ngx_worker_process_init() closes them again,
     # and by then they name another process's channel.
-    from ngxlab import process_cycle as pc
     if not pc.nginx_quirks:
         p.channel[0] = p.channel[1] = -1
 
@@ -345,8 +348,6 @@ def ngx_signal_handler(signo, siginfo):
     """Set the flag for ``signo`` for this process type and log "signal N
     (NAME) received [from PID][, action]". ``siginfo`` is the result of
     ``signal.sigwaitinfo`` (with ``si_pid``) or ``None``."""
-    from ngxlab import process_cycle as pc
-
     sig = next((s for s in signals if s.signo == signo), None)
     signame = sig.signame if sig else "signal %d" % signo
     ignore = 0

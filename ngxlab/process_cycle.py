@@ -111,20 +111,20 @@ import time
 
 # Everything a worker runs is imported here, in the master, before any fork:
 # an import after fork() would be paid again by every worker.
-from ngxlab import _forking, _http, _pending, channel as ngx_ch, connection
-from ngxlab import cycle as ngx_cy, event as ngx_event, process as proc_mod
+from ngxlab import _forking, _pending, channel, connection, event as evt
+# The import cycle of the mirrors (process, process_cycle, cycle, nginx,
+# daemon, _http), as nginx's files share their globals through "extern":
+# each imports the others' modules, never names from them, so any of them
+# can be imported first; attributes are read when a function runs.
+from ngxlab import _http, cycle as cy, nginx, process
 from ngxlab.setproctitle import ngx_setproctitle
 from ngxlab.channel import (  # noqa: F401  (re-exported, as ngx_process_cycle.h)
     NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL, NGX_CMD_QUIT, NGX_CMD_REOPEN,
     NGX_CMD_TERMINATE, ngx_channel_t, ngx_read_channel, ngx_write_channel,
 )
 from ngxlab.core import (
-    NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_NOTICE, NGX_OK, ngx_log_debug,
-    ngx_log_error, sizeof,
-)
-from ngxlab.process import (
-    NGX_INVALID_PID, NGX_PROCESS_JUST_RESPAWN, NGX_PROCESS_RESPAWN,
-    ngx_processes, ngx_spawn_process,
+    NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_DEBUG, NGX_LOG_NOTICE, NGX_OK,
+    ngx_log_debug, ngx_log_error, sizeof,
 )
 
 __all__ = [
@@ -167,12 +167,37 @@ ngx_noaccept = 0
 ngx_noaccepting = 0
 ngx_restart = 0
 
+# The flags above, by name, for _reset() (a test checks that every flag
+# defined here is listed)
+_flags = (
+    "ngx_reap", "ngx_sigio", "ngx_sigalrm", "ngx_terminate", "ngx_quit",
+    "ngx_debug_quit", "ngx_exiting", "ngx_reconfigure", "ngx_reopen",
+    "ngx_change_binary", "ngx_new_binary", "ngx_inherited", "ngx_daemonized",
+    "ngx_noaccept", "ngx_noaccepting", "ngx_restart",
+)
+
 # How nginx's quirks are kept for demonstrations (not nginx's): with this
 # true, every safe default listed under "Deviations" gives way to nginx's
 # behaviour (messages lost on a full channel, announcements after a failed
 # spawn, a master that cannot exit without workers), and the worker reads
 # its channel as nginx does, leaks included.
 nginx_quirks = False
+
+
+def _reset():
+    """ngxlab's: put this module's globals back as at import, in place (the
+    flags, the process type, the knobs and the observers), for a process
+    that runs one master after another (``lab.Master``)."""
+    global ngx_process, ngx_worker, nginx_quirks, keep_inherited_channels
+    g = globals()
+    for flag in _flags:
+        g[flag] = 0
+    ngx_process = NGX_PROCESS_SINGLE
+    ngx_worker = 0
+    nginx_quirks = False
+    keep_inherited_channels = False
+    del _received[:]
+    del _table_observers[:]
 
 _master_signals = (
     signal.SIGCHLD, signal.SIGALRM, signal.SIGIO, signal.SIGINT,
@@ -187,12 +212,12 @@ def _sigsuspend(sigset, log):
     messages are queued for full channels, the wait flushes them as room
     appears (``ngxlab._pending.sigwaitinfo``)."""
     info = _pending.sigwaitinfo(sigset, log)
-    proc_mod.ngx_signal_handler(info.si_signo, info)
+    process.ngx_signal_handler(info.si_signo, info)
     while True:
         info = signal.sigtimedwait(sigset, 0)
         if info is None:
             return
-        proc_mod.ngx_signal_handler(info.si_signo, info)
+        process.ngx_signal_handler(info.si_signo, info)
 
 
 def ngx_master_process_cycle(cycle):
@@ -212,7 +237,7 @@ def ngx_master_process_cycle(cycle):
 
     ccf = cycle.conf
     ngx_start_worker_processes(cycle, ccf.worker_processes,
-                               NGX_PROCESS_RESPAWN)
+                               process.NGX_PROCESS_RESPAWN)
 
     ngx_new_binary = 0
     delay = 0
@@ -281,20 +306,20 @@ def ngx_master_process_cycle(cycle):
 
             if ngx_new_binary:
                 ngx_start_worker_processes(cycle, ccf.worker_processes,
-                                           NGX_PROCESS_RESPAWN)
+                                           process.NGX_PROCESS_RESPAWN)
                 ngx_noaccepting = 0
                 continue
 
             ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "reconfiguring")
 
-            new = ngx_cy.ngx_init_cycle(cycle)
+            new = cy.ngx_init_cycle(cycle)
             if new is None:
                 continue
 
-            cycle = ngx_cy.ngx_cycle = new
+            cycle = cy.ngx_cycle = new
             ccf = cycle.conf
             ngx_start_worker_processes(cycle, ccf.worker_processes,
-                                       NGX_PROCESS_JUST_RESPAWN)
+                                       process.NGX_PROCESS_JUST_RESPAWN)
 
             # allow new processes to start
             time.sleep(0.1)
@@ -305,20 +330,19 @@ def ngx_master_process_cycle(cycle):
         if ngx_restart:
             ngx_restart = 0
             ngx_start_worker_processes(cycle, ccf.worker_processes,
-                                       NGX_PROCESS_RESPAWN)
+                                       process.NGX_PROCESS_RESPAWN)
             live = 1
 
         if ngx_reopen:
             ngx_reopen = 0
             ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "reopening logs")
-            ngx_cy.ngx_reopen_files(cycle)
+            cy.ngx_reopen_files(cycle)
             ngx_signal_worker_processes(cycle, signal.SIGUSR1)
 
         if ngx_change_binary:
             ngx_change_binary = 0
             ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "changing binary")
-            from ngxlab.nginx import ngx_exec_new_binary
-            ngx_new_binary = ngx_exec_new_binary(cycle, _argv())
+            ngx_new_binary = nginx.ngx_exec_new_binary(cycle, nginx.ngx_argv)
 
         if ngx_noaccept:
             ngx_noaccept = 0
@@ -331,12 +355,7 @@ def _live():
     and exiting or not detached (a running new binary does not count)."""
     return int(any(p.pid != -1 and not p.exited
                    and (p.exiting or not p.detached)
-                   for p in ngx_processes[:proc_mod.ngx_last_process]))
-
-
-def _argv():
-    from ngxlab import nginx
-    return nginx.ngx_argv
+                   for p in process.ngx_processes[:process.ngx_last_process]))
 
 
 def ngx_start_worker_processes(cycle, n, type):
@@ -345,13 +364,13 @@ def ngx_start_worker_processes(cycle, n, type):
     ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "start worker processes")
 
     for i in range(n):
-        pid = ngx_spawn_process(cycle, ngx_worker_process_cycle, i,
-                                "worker process", type)
+        pid = process.ngx_spawn_process(cycle, ngx_worker_process_cycle, i,
+                                        "worker process", type)
 
         # ngxlab: nothing to announce after a failed spawn (nginx announces
         # the slot ngx_process_slot names: the previous process again after
         # a failed socketpair(), a closed channel after a failed fork())
-        if pid == NGX_INVALID_PID and not nginx_quirks:
+        if pid == process.NGX_INVALID_PID and not nginx_quirks:
             continue
 
         ngx_pass_open_channel(cycle)
@@ -367,13 +386,13 @@ def ngx_pass_open_channel(cycle):
     writes it, in order, when the receiver has read; with ``nginx_quirks``
     the message is lost as in nginx.
     """
-    slot = proc_mod.ngx_process_slot
-    new = ngx_processes[slot]
+    slot = process.ngx_process_slot
+    new = process.ngx_processes[slot]
 
     ch = ngx_channel_t(NGX_CMD_OPEN_CHANNEL, new.pid, slot, new.channel[0])
 
-    for i in range(proc_mod.ngx_last_process):
-        p = ngx_processes[i]
+    for i in range(process.ngx_last_process):
+        p = process.ngx_processes[i]
         if i == slot or p.pid == -1 or p.channel[0] == -1:
             continue
 
@@ -407,8 +426,8 @@ def ngx_signal_worker_processes(cycle, signo):
 
     ch = ngx_channel_t(command, 0, 0, -1)
 
-    for i in range(proc_mod.ngx_last_process):
-        p = ngx_processes[i]
+    for i in range(process.ngx_last_process):
+        p = process.ngx_processes[i]
 
         ngx_log_debug(cycle.log, 0, "child: %d %d e:%d t:%d d:%d r:%d j:%d",
                       i, p.pid, p.exiting, p.exited, p.detached, p.respawn,
@@ -462,8 +481,8 @@ def ngx_reap_children(cycle):
     live = 0
 
     i = 0
-    while i < proc_mod.ngx_last_process:
-        p = ngx_processes[i]
+    while i < process.ngx_last_process:
+        p = process.ngx_processes[i]
 
         ngx_log_debug(cycle.log, 0, "child: %d %d e:%d t:%d d:%d r:%d j:%d",
                       i, p.pid, p.exiting, p.exited, p.detached, p.respawn,
@@ -479,7 +498,7 @@ def ngx_reap_children(cycle):
             # has no channel left to close or to announce closed
             if not p.detached and (p.channel[0] != -1 or nginx_quirks):
                 _pending.drop(i)        # ngxlab: nobody will read its queue
-                ngx_ch.ngx_close_channel(p.channel, cycle.log)
+                channel.ngx_close_channel(p.channel, cycle.log)
 
                 p.channel[0] = -1
                 p.channel[1] = -1
@@ -487,8 +506,8 @@ def ngx_reap_children(cycle):
                 ch.pid = p.pid
                 ch.slot = i
 
-                for n in range(proc_mod.ngx_last_process):
-                    q = ngx_processes[n]
+                for n in range(process.ngx_last_process):
+                    q = process.ngx_processes[n]
                     if q.exited or q.pid == -1 or q.channel[0] == -1:
                         continue
 
@@ -506,8 +525,8 @@ def ngx_reap_children(cycle):
 
             if p.respawn and not p.exiting and not ngx_terminate \
                     and not ngx_quit:
-                if ngx_spawn_process(cycle, p.proc, p.data, p.name, i) \
-                        == NGX_INVALID_PID:
+                if process.ngx_spawn_process(cycle, p.proc, p.data, p.name,
+                                             i) == process.NGX_INVALID_PID:
                     ngx_log_error(NGX_LOG_ALERT, cycle.log, 0,
                                   "could not respawn %s", p.name)
                     i += 1
@@ -527,15 +546,15 @@ def ngx_reap_children(cycle):
                     ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
                                   "rename() %s back to %s failed after the "
                                   "new binary process \"%s\" exited",
-                                  ccf.oldpid, ccf.pid, _argv()[0])
+                                  ccf.oldpid, ccf.pid, nginx.ngx_argv[0])
 
                 ngx_new_binary = 0
                 if ngx_noaccepting:
                     ngx_restart = 1
                     ngx_noaccepting = 0
 
-            if i == proc_mod.ngx_last_process - 1:
-                proc_mod.ngx_last_process -= 1
+            if i == process.ngx_last_process - 1:
+                process.ngx_last_process -= 1
             else:
                 p.pid = -1
 
@@ -549,7 +568,7 @@ def ngx_reap_children(cycle):
 
 def ngx_master_process_exit(cycle):
     """Delete the pid file, log "exit", close the listening sockets, exit."""
-    ngx_cy.ngx_delete_pidfile(cycle)
+    cy.ngx_delete_pidfile(cycle)
 
     ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "exit")
 
@@ -572,16 +591,20 @@ def ngx_worker_process_cycle(cycle, data):
 
     ngx_setproctitle("worker process")
 
+    # nginx's ngx_log_debug0 tests the level inline: here once, not per pass
+    debug = cycle.log is not None and cycle.log.log_level >= NGX_LOG_DEBUG
+
     while True:
 
         if ngx_exiting:
-            if ngx_event.ngx_event_no_timers_left() == NGX_OK:
+            if evt.ngx_event_no_timers_left() == NGX_OK:
                 ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "exiting")
                 ngx_worker_process_exit(cycle)
 
-        ngx_log_debug(cycle.log, 0, "worker cycle")
+        if debug:
+            ngx_log_debug(cycle.log, 0, "worker cycle")
 
-        ngx_event.ngx_process_events_and_timers(cycle)
+        evt.ngx_process_events_and_timers(cycle)
 
         if ngx_terminate:
             ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "exiting")
@@ -601,7 +624,7 @@ def ngx_worker_process_cycle(cycle, data):
         if ngx_reopen:
             ngx_reopen = 0
             ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0, "reopening logs")
-            ngx_cy.ngx_reopen_files(cycle, -1)
+            cy.ngx_reopen_files(cycle, -1)
 
 
 def ngx_worker_process_init(cycle, worker):
@@ -617,17 +640,17 @@ def ngx_worker_process_init(cycle, worker):
 
     # the modules' init_process hooks: the event module, then the listening
     # sockets' accept events
-    if ngx_event.ngx_event_process_init(cycle) == NGX_ERROR:
+    if evt.ngx_event_process_init(cycle) == NGX_ERROR:
         _forking.exit(2)
     if _http.init_process(cycle) == NGX_ERROR:
         _forking.exit(2)
     if cycle.conf.watch_master and _watch_master(cycle) == NGX_ERROR:
         _forking.exit(2)
 
-    slot = proc_mod.ngx_process_slot
+    slot = process.ngx_process_slot
     for n in range(0 if keep_inherited_channels
-                   else proc_mod.ngx_last_process):
-        p = ngx_processes[n]
+                   else process.ngx_last_process):
+        p = process.ngx_processes[n]
 
         if p.pid == -1:
             continue
@@ -646,24 +669,24 @@ def ngx_worker_process_init(cycle, worker):
 
     try:
         if not keep_inherited_channels:
-            os.close(ngx_processes[slot].channel[0])
+            os.close(process.ngx_processes[slot].channel[0])
     except OSError as e:
         ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
                       "close() channel failed")
 
-    if ngx_ch.ngx_add_channel_event(cycle, proc_mod.ngx_channel,
-                                    ngx_event.NGX_READ_EVENT,
-                                    ngx_channel_handler) == NGX_ERROR:
+    if channel.ngx_add_channel_event(cycle, process.ngx_channel,
+                                     evt.NGX_READ_EVENT,
+                                     ngx_channel_handler) == NGX_ERROR:
         _forking.exit(2)
 
 
 def _watch_master(cycle):
     """ngxlab's addition: a pidfd of the master in the event loop."""
     try:
-        fd = os.pidfd_open(proc_mod.ngx_parent)
+        fd = os.pidfd_open(process.ngx_parent)
     except OSError as e:
         ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
-                      "pidfd_open(%d) failed", proc_mod.ngx_parent)
+                      "pidfd_open(%d) failed", process.ngx_parent)
         return NGX_ERROR
     os.set_inheritable(fd, False)
 
@@ -673,11 +696,11 @@ def _watch_master(cycle):
         return NGX_ERROR
     c.read.handler = _master_exited
     c.read.channel = 1
-    if ngx_event.ngx_add_event(c.read, ngx_event.NGX_READ_EVENT, 0) \
+    if evt.ngx_add_event(c.read, evt.NGX_READ_EVENT, 0) \
             == NGX_ERROR:
         connection.ngx_close_connection(c)
         return NGX_ERROR
-    if os.getppid() != proc_mod.ngx_parent:
+    if os.getppid() != process.ngx_parent:
         _master_exited(c.read)      # it died before we started watching
     return NGX_OK
 
@@ -686,7 +709,7 @@ def _master_exited(ev):
     global ngx_terminate
     ngx_log_error(NGX_LOG_ALERT, ev.log, 0,
                   "master process %d exited, worker exiting",
-                  proc_mod.ngx_parent)
+                  process.ngx_parent)
     connection.ngx_close_connection(ev.data)
     ngx_terminate = 1
 
@@ -722,16 +745,23 @@ def ngx_channel_handler(ev):
         return
 
     c = ev.data
+    log = ev.log
+    # nginx's ngx_log_debugN macros test the log's level inline; tested
+    # once here, the debug lines cost nothing when the log is not at debug
+    debug = log is not None and log.log_level >= NGX_LOG_DEBUG
+    processes = process.ngx_processes
 
-    ngx_log_debug(ev.log, 0, "channel handler")
+    if debug:
+        ngx_log_debug(log, 0, "channel handler")
 
     ch = ngx_channel_t()
     while True:
 
-        n = ngx_read_channel(c.fd, ch, sizeof(ngx_channel_t), ev.log,
+        n = ngx_read_channel(c.fd, ch, _CHANNEL_SIZE, log,
                              nginx_quirks=nginx_quirks)
 
-        ngx_log_debug(ev.log, 0, "channel: %d", n)
+        if debug:
+            ngx_log_debug(log, 0, "channel: %d", n)
 
         if n == NGX_ERROR:
             connection.ngx_close_connection(c)
@@ -740,56 +770,68 @@ def ngx_channel_handler(ev):
         if n == NGX_AGAIN:
             return
 
-        ngx_log_debug(ev.log, 0, "channel command: %d", ch.command)
+        command = ch.command
 
-        if ch.command == NGX_CMD_QUIT:
+        if debug:
+            ngx_log_debug(log, 0, "channel command: %d", command)
+
+        if command == NGX_CMD_QUIT:
             ngx_quit = 1
 
-        elif ch.command == NGX_CMD_TERMINATE:
+        elif command == NGX_CMD_TERMINATE:
             ngx_terminate = 1
 
-        elif ch.command == NGX_CMD_REOPEN:
+        elif command == NGX_CMD_REOPEN:
             ngx_reopen = 1
 
-        elif ch.command in (NGX_CMD_OPEN_CHANNEL, NGX_CMD_CLOSE_CHANNEL) \
-                and not 0 <= ch.slot < proc_mod.NGX_MAX_PROCESSES:
+        elif (command == NGX_CMD_OPEN_CHANNEL
+              or command == NGX_CMD_CLOSE_CHANNEL) \
+                and not 0 <= ch.slot < process.NGX_MAX_PROCESSES:
             # ngxlab: nginx indexes its table with the slot unchecked
-            ngx_log_error(NGX_LOG_ALERT, ev.log, 0,
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
                           "channel command %d for invalid slot %d ignored",
-                          ch.command, ch.slot)
-            if ch.command == NGX_CMD_OPEN_CHANNEL and not nginx_quirks:
-                ngx_ch._close_fds((ch.fd,))
+                          command, ch.slot)
+            if command == NGX_CMD_OPEN_CHANNEL and not nginx_quirks:
+                channel._close_fds((ch.fd,))
 
-        elif ch.command == NGX_CMD_OPEN_CHANNEL:
-            ngx_log_debug(ev.log, 0, "get channel s:%d pid:%d fd:%d",
-                          ch.slot, ch.pid, ch.fd)
+        elif command == NGX_CMD_OPEN_CHANNEL:
+            if debug:
+                ngx_log_debug(log, 0, "get channel s:%d pid:%d fd:%d",
+                              ch.slot, ch.pid, ch.fd)
 
-            ngx_processes[ch.slot].pid = ch.pid
-            ngx_processes[ch.slot].channel[0] = ch.fd
+            p = processes[ch.slot]
+            p.pid = ch.pid
+            p.channel[0] = ch.fd
 
-        elif ch.command == NGX_CMD_CLOSE_CHANNEL:
-            ngx_log_debug(ev.log, 0, "close channel s:%d pid:%d our:%d fd:%d",
-                          ch.slot, ch.pid, ngx_processes[ch.slot].pid,
-                          ngx_processes[ch.slot].channel[0])
+        elif command == NGX_CMD_CLOSE_CHANNEL:
+            p = processes[ch.slot]
+            if debug:
+                ngx_log_debug(log, 0,
+                              "close channel s:%d pid:%d our:%d fd:%d",
+                              ch.slot, ch.pid, p.pid, p.channel[0])
 
             try:
-                os.close(ngx_processes[ch.slot].channel[0])
+                os.close(p.channel[0])
             except OSError as e:
-                ngx_log_error(NGX_LOG_ALERT, ev.log, e.errno or 0,
+                ngx_log_error(NGX_LOG_ALERT, log, e.errno or 0,
                               "close() channel failed")
 
-            ngx_processes[ch.slot].channel[0] = -1
+            p.channel[0] = -1
 
-        elif ch.command in ngx_ch._extensions:   # ngxlab's: ngxlab.beyond
-            ngx_ch._extensions[ch.command](ch, ev.log)
+        elif command in channel._extensions:   # ngxlab's: ngxlab.beyond
+            channel._extensions[command](ch, log)
 
         elif not nginx_quirks:
             # nginx ignores an unknown command without a word
-            ngx_log_error(NGX_LOG_ALERT, ev.log, 0,
-                          "unknown channel command %d ignored", ch.command)
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "unknown channel command %d ignored", command)
 
-        for observe in _received:
-            observe(ch)
+        if _received:
+            for observe in _received:
+                observe(ch)
+
+
+_CHANNEL_SIZE = sizeof(ngx_channel_t)
 
 
 # ngxlab's observation points (not nginx's): callbacks run in a worker for

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from ngxlab import beyond, channel as ngx_channel
+from ngxlab import beyond, channel
 from ngxlab.channel import (
     NGX_CMD_OPEN_CHANNEL, NGX_CMD_REOPEN, ngx_channel_t,
     ngx_read_channel,
@@ -100,13 +100,13 @@ def test_register_refuses_nginx_numbers_and_duplicates():
             beyond.register(bad, lambda ch, fd, log: None)
     beyond.register(beyond.NAMESPACE | 99, lambda ch, fd, log: None, name="T99")
     try:
-        assert ngx_channel.command_name(beyond.NAMESPACE | 99) == "T99"
+        assert channel.command_name(beyond.NAMESPACE | 99) == "T99"
         with pytest.raises(ValueError, match="already registered"):
             beyond.register(beyond.NAMESPACE | 99, lambda ch, fd, log: None)
     finally:
         beyond.unregister(beyond.NAMESPACE | 99)
-    assert ngx_channel._extensions == {}
-    assert ngx_channel.command_name(beyond.NAMESPACE | 99).startswith("UNKNOWN")
+    assert channel._extensions == {}
+    assert channel.command_name(beyond.NAMESPACE | 99).startswith("UNKNOWN")
 
 
 def _open_fds():

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from ngxlab import channel as ngx_channel
+from ngxlab import channel
 from ngxlab.channel import NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL
 from ngxlab.core import sizeof
 from ngxlab.lab.master import Master, MasterError
@@ -39,7 +39,7 @@ def wait_until(pred, timeout=5.0, what="condition"):
 @pytest.mark.parametrize("n", [1, 2, 4, 8, 16, 32])
 def test_topology_equals_nginx(n):
     sent = []
-    ngx_channel._observers.append(lambda s, ch, size: sent.append(
+    channel._observers.append(lambda s, ch, size: sent.append(
         (ch.command, ch.slot, ch.fd)))
     try:
         with Master(workers=n) as m:
@@ -63,7 +63,7 @@ def test_topology_equals_nginx(n):
             opens = [x for x in sent if x[0] == NGX_CMD_OPEN_CHANNEL]
             assert len(opens) == n * (n - 1) // 2
     finally:
-        ngx_channel._observers.clear()
+        channel._observers.clear()
 
 
 def test_without_the_closing_in_worker_init_descriptors_pile_up():
@@ -203,14 +203,14 @@ def test_a_short_message_deafens_the_worker_but_the_master_cannot_tell():
     good; the master still holds channel[1], so its next write succeeds."""
     with Master(workers=1) as m:
         m.wait_mesh()
-        assert m.send(0, ngx_channel.NGX_CMD_QUIT, size=8) == 0
+        assert m.send(0, channel.NGX_CMD_QUIT, size=8) == 0
         wait_until(lambda: any("not enough data: 8" in line
                                for line in m.log_lines()))
         pid = m.workers[0].pid
         wait_until(lambda: m.census().process(pid).channel_fds == 0, what="the channel closed")
-        assert m.send(0, ngx_channel.NGX_CMD_QUIT) == 0     # "delivered"
+        assert m.send(0, channel.NGX_CMD_QUIT) == 0     # "delivered"
         # into channel[1]'s buffer, which only the master holds now: nobody reads it
-        assert _queued(m.workers[0].channel[1]) == sizeof(ngx_channel.ngx_channel_t)
+        assert _queued(m.workers[0].channel[1]) == sizeof(channel.ngx_channel_t)
         os.kill(pid, 0)                                     # still alive
     # close() fell back to SIGKILL; the leak guard checks nothing is left
 

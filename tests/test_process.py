@@ -17,7 +17,7 @@ import time
 import pytest
 from _tools import fd_table, require
 
-from ngxlab import _forking, cycle as ngx_cycle, process
+from ngxlab import _forking, cycle as cy, process
 from ngxlab.core import NGX_LOG_DEBUG, ngx_log_t
 from ngxlab.lab.master import _reset_tables
 from ngxlab.process import (
@@ -36,9 +36,9 @@ def fds():
 def cycle():
     _reset_tables()
     buf = io.StringIO()
-    c = ngx_cycle.ngx_cycle_t(log=ngx_log_t(buf, NGX_LOG_DEBUG))
+    c = cy.ngx_cycle_t(log=ngx_log_t(buf, NGX_LOG_DEBUG))
     c.buf = buf
-    ngx_cycle.ngx_cycle = c
+    cy.ngx_cycle = c
     yield c
     # kill, reap and close what the test spawned
     for p in ngx_processes[:process.ngx_last_process]:
@@ -58,7 +58,7 @@ def cycle():
                 except OSError:
                     pass
     _reset_tables()
-    ngx_cycle.ngx_cycle = None
+    cy.ngx_cycle = None
 
 
 def sleeper(cycle, data):
@@ -265,7 +265,7 @@ def test_fork_failure(cycle):
         resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
         _reset_tables()
         buf = io.StringIO()
-        c = ngx_cycle.ngx_cycle_t(log=ngx_log_t(buf, "notice"))
+        c = cy.ngx_cycle_t(log=ngx_log_t(buf, "notice"))
         before = fds()
         rc = ngx_spawn_process(c, sleeper, None, "worker process",
                                NGX_PROCESS_RESPAWN)

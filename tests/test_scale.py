@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import statistics
+import subprocess
 import time
 
 import pytest
@@ -26,6 +27,20 @@ def test_300_workers_reload_and_quit():
     assert run.settled, run          # the new generation complete, the old one gone
     assert run.quit_s < 60, run
     assert run.reload_master_cpu_s > 0 and run.reload_workers_cpu_s > 0
+    # each old worker is told about each of the 300 new ones: woken at
+    # least once, and never more often than once per message and poll
+    assert 1 <= run.old_wakes <= 2 * 300 + run.polls, run
+    assert run.old_wake_us > 0, run
+
+
+def test_voluntary_switches_count_sleeps():
+    before = proc.voluntary_switches(os.getpid())
+    for _ in range(3):
+        time.sleep(0.001)
+    assert proc.voluntary_switches(os.getpid()) >= before + 3
+    child = subprocess.Popen(["true"])
+    child.wait(timeout=10)
+    assert proc.voluntary_switches(child.pid) is None  # reaped: gone
 
 
 @pytest.mark.timeout(120)

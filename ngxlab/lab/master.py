@@ -38,7 +38,7 @@ import signal
 import time
 
 from ngxlab import (
-    _pending, channel as ngx_channel, connection, cycle as ngx_cycle, process,
+    _pending, channel, connection, cycle as cy, process,
     process_cycle as pc,
 )
 from ngxlab.core import NGX_LOG_ALERT, NGX_LOG_NOTICE, NGX_OK, ngx_log_error, ngx_log_t, sizeof
@@ -69,17 +69,7 @@ def _reset_tables():
     process.ngx_channel = -1
     process.ngx_pid = os.getpid()
     process.ngx_parent = os.getppid()
-    for flag in ("ngx_reap", "ngx_sigio", "ngx_sigalrm", "ngx_terminate",
-                 "ngx_quit", "ngx_debug_quit", "ngx_exiting",
-                 "ngx_reconfigure", "ngx_reopen", "ngx_change_binary",
-                 "ngx_new_binary", "ngx_inherited", "ngx_daemonized",
-                 "ngx_noaccept", "ngx_noaccepting", "ngx_restart"):
-        setattr(pc, flag, 0)
-    pc.ngx_process = pc.NGX_PROCESS_SINGLE
-    pc.keep_inherited_channels = False
-    pc.nginx_quirks = False
-    del pc._received[:]
-    del pc._table_observers[:]
+    pc._reset()                 # the flags, the process type, the observers
 
 
 def _close_foreign_descriptors(cycle):
@@ -196,13 +186,13 @@ class Master(Runner):
         # action would end this process.
         self._old_sigio = signal.signal(signal.SIGIO, signal.SIG_IGN)
         log = ngx_log_t(os.fspath(self.log_path), self._log_level)
-        ccf = ngx_cycle.ngx_core_conf_t(
+        ccf = cy.ngx_core_conf_t(
             worker_processes=self.n, listen=self._listen,
             watch_master=int(self._watch))
-        self.cycle = ngx_cycle.ngx_cycle_t(prefix=os.path.dirname(
+        self.cycle = cy.ngx_cycle_t(prefix=os.path.dirname(
             os.fspath(self.log_path)), log=log, conf=ccf)
         self.cycle._lab_report = self.report_path
-        ngx_cycle.ngx_cycle = self.cycle
+        cy.ngx_cycle = self.cycle
         if self._listen is not None:
             connection.ngx_create_listening(self.cycle, self._listen)
             if connection.ngx_open_listening_sockets(self.cycle) != NGX_OK:
@@ -245,7 +235,7 @@ class Master(Runner):
                     break
             for p in self._slots():
                 if p.channel[0] > 2 and not p.detached:
-                    ngx_channel.ngx_close_channel(p.channel, None)
+                    channel.ngx_close_channel(p.channel, None)
                     p.channel[0] = p.channel[1] = -1
             if self.cycle is not None:
                 connection.ngx_close_listening_sockets(self.cycle)
@@ -255,7 +245,7 @@ class Master(Runner):
                 signal.signal(signal.SIGIO, self._old_sigio)
                 self._old_sigio = None
             _reset_tables()
-            ngx_cycle.ngx_cycle = None
+            cy.ngx_cycle = None
             self._entered = False
             self._guard.workers = set()
             if _active is self:
@@ -334,10 +324,10 @@ class Master(Runner):
         """Write one message into slot ``slot``'s ``channel[0]``; returns
         ``ngx_write_channel``'s code."""
         self._require()
-        ch = ngx_channel.ngx_channel_t(command, pid, about_slot, fd)
-        return ngx_channel.ngx_write_channel(
+        ch = channel.ngx_channel_t(command, pid, about_slot, fd)
+        return channel.ngx_write_channel(
             process.ngx_processes[slot].channel[0], ch,
-            sizeof(ngx_channel.ngx_channel_t) if size is None else size,
+            sizeof(channel.ngx_channel_t) if size is None else size,
             self.cycle.log)
 
     def signal_workers(self, signo):
@@ -435,7 +425,7 @@ def _collect():
     """``ngx_process_get_status`` for our own workers only: waitpid() each
     pid of the table instead of ``waitpid(-1)``, so that a notebook's or a
     test's other children are left to their owners."""
-    log = ngx_cycle.ngx_cycle.log if ngx_cycle.ngx_cycle else None
+    log = cy.ngx_cycle.log if cy.ngx_cycle else None
     _pending.flush(log)     # what a master's loop does on every pass
     for p in process.ngx_processes[:process.ngx_last_process]:
         if p.pid <= 0 or p.exited or p.detached:

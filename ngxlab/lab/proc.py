@@ -20,7 +20,7 @@ from dataclasses import dataclass
 __all__ = [
     "Stat", "stat", "state", "alive", "start_time", "ppid", "comm", "cmdline",
     "wait_state", "children", "fd_count", "fd_targets", "epoll_set", "cpu_ms", "cpu_times",
-    "minor_faults", "Proc",
+    "minor_faults", "voluntary_switches", "Proc",
 ]
 
 
@@ -214,6 +214,20 @@ def minor_faults(pid: int) -> int | None:
     copies of the parent's pages), or None when it is gone."""
     st = stat(pid)
     return None if st is None else st.minflt
+
+
+def voluntary_switches(pid: int) -> int | None:
+    """How many times ``pid`` has gone to sleep so far (``voluntary_ctxt_switches``
+    in ``/proc/PID/status``): for a process that sleeps in ``epoll_wait``,
+    the number of times it was woken, plus one. None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,14 @@ The reload's end is seen by polling ``/proc`` (children, and one
 result records how many polls it took and what one cost, so the resolution
 is known. The QUIT's end is seen by the runner's ``wait_exit`` (a poll every
 5 to 10 ms).
+During the reload, :data:`SAMPLE` old workers (spread over the slots) are
+followed at each poll: how often each was woken (its voluntary context
+switches: it sleeps in ``epoll_wait``) and how much CPU it used, until it
+exits. Both systems wake an old worker once per message it is sent (one
+OPEN_CHANNEL per new worker, then QUIT), so the CPU per wake is where they
+differ; with no core to spare, the reload takes as long as the CPU of the
+master and of all workers, the third ratio of the table.
+
 Absolute times on a shared machine are noise; the ratios ngxlab / nginx of
 one run are the result. Where nginx cannot run, its side is skipped, with
 the reason.
@@ -54,6 +62,9 @@ __all__ = ["ScaleRun", "ScaleResult", "TARGETS", "FULL_WORKERS", "QUICK_WORKERS"
 FULL_WORKERS = 400
 QUICK_WORKERS = 50
 
+# how many old workers are followed during a reload for their wakes and CPU
+SAMPLE = 16
+
 # what the book asks of the master at scale: a reload and a QUIT within
 # twice nginx's time, measured in the same run
 TARGETS = (
@@ -77,6 +88,16 @@ class ScaleRun:
     settled: bool           # the reload ended settled (not at the deadline)
     reload_master_cpu_s: float = 0.0   # CPU time the master used during the reload
     reload_workers_cpu_s: float = 0.0  # CPU time all workers (old and new) used during it
+    # a sample of the old generation during the reload, as the polls saw it
+    # (a worker's last wakes, after the last poll before its exit, are missed)
+    old_wakes: float = 0.0             # wakes per old worker (once per message when 1.0 per message)
+    old_wake_us: float = 0.0           # CPU per wake of an old worker, in us
+
+    @property
+    def reload_cpu_s(self) -> float:
+        """The CPU time the master and all workers used during the reload,
+        which is how long the reload takes when no core is to spare."""
+        return self.reload_master_cpu_s + self.reload_workers_cpu_s
 
 
 @dataclass
@@ -113,7 +134,13 @@ class ScaleResult:
                     TARGETS),
                 row(f"QUIT of {self.workers} workers, to the master's exit", "ngxlab", "nginx",
                     self.median("ngxlab", "quit_s"), self.median("nginx", "quit_s"), "s",
-                    TARGETS)]
+                    TARGETS),
+                row(f"reload of {self.workers} workers, CPU of master and workers", "ngxlab",
+                    "nginx", self.median("ngxlab", "reload_cpu_s"),
+                    self.median("nginx", "reload_cpu_s"), "s", TARGETS),
+                row(f"reload of {self.workers} workers, CPU per wake of an old worker",
+                    "ngxlab", "nginx", self.median("ngxlab", "old_wake_us"),
+                    self.median("nginx", "old_wake_us"), "us", TARGETS)]
 
     def table(self) -> str:
         lines = [f"{self.workers} workers, {self.machine}",
@@ -126,10 +153,16 @@ class ScaleResult:
                          f"{self.median(system, 'quit_s'):>9.2f} "
                          f"{self.median(system, 'start_s'):>9.2f}"
                          f"   {self.median(system, 'reload_master_cpu_s'):>6.2f} "
-                         f"{self.median(system, 'reload_workers_cpu_s'):>7.2f}")
+                         f"{self.median(system, 'reload_workers_cpu_s'):>7.2f}"
+                         f"   old worker: {self.median(system, 'old_wakes'):>5.0f} wakes, "
+                         f"{self.median(system, 'old_wake_us'):>5.1f} us CPU each")
         if self.reload_ratio is not None:
+            cpu = [self.median(s, "reload_cpu_s") for s in ("ngxlab", "nginx")]
+            wake = [self.median(s, "old_wake_us") for s in ("ngxlab", "nginx")]
             lines.append(f"{'ratio':8} {self.reload_ratio:>9.2f} {self.quit_ratio:>9.2f}"
-                         f"   (ngxlab / nginx, medians of this run)")
+                         f"   (ngxlab / nginx, medians of this run; reload CPU "
+                         f"{cpu[0] / cpu[1] if cpu[1] else float('nan'):.2f}, "
+                         f"CPU per wake {wake[0] / wake[1] if wake[1] else float('nan'):.2f})")
         if self.nginx_skipped:
             lines.append(f"nginx skipped: {self.nginx_skipped}")
         return "\n".join(lines)
@@ -175,11 +208,19 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
 
         cpu0, reaped0 = _cpu(master)
         old_cpu = sum(_cpu(p)[0] for p in old)
+        ordered = sorted(old)
+        sample = ordered[::max(1, len(ordered) // SAMPLE)][:SAMPLE]
+        first = {p: (proc.voluntary_switches(p), proc.cpu_ms(p)) for p in sample}
+        seen = dict(first)
         t0 = time.perf_counter()          # before the kill: the system may run at once
         os.kill(master, signal.SIGHUP)
         polls, cost, settled = 0, 0.0, False
         while time.perf_counter() - t0 < timeout:
             p0 = time.perf_counter()
+            for p in sample:
+                w, c = proc.voluntary_switches(p), proc.cpu_ms(p)
+                if w is not None and c is not None:
+                    seen[p] = (w, c)
             kids = _children(master)
             done = (len(kids) == n and not kids & old and proc.fd_count(master) == base_master
                     and all(proc.fd_count(k) == base_worker for k in kids))
@@ -193,6 +234,9 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
         cpu1, reaped1 = _cpu(master)
         new_cpu = sum(_cpu(p)[0] for p in _children(master))
         master_cpu = cpu1 - cpu0
+        sampled = [p for p in sample if None not in first[p]]
+        wakes = sum(seen[p][0] - first[p][0] for p in sampled)
+        old_ms = sum(seen[p][1] - first[p][1] for p in sampled)
         workers_cpu = (reaped1 - reaped0) - old_cpu + new_cpu
 
         t0 = time.perf_counter()
@@ -205,7 +249,9 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
                     reload_s=round(reload_s, 6), quit_s=round(quit_s, 6), polls=polls,
                     poll_ms=round(1000 * cost / max(polls, 1), 2), settled=settled,
                     reload_master_cpu_s=round(master_cpu, 2),
-                    reload_workers_cpu_s=round(workers_cpu, 2))
+                    reload_workers_cpu_s=round(workers_cpu, 2),
+                    old_wakes=round(wakes / max(len(sampled), 1), 1),
+                    old_wake_us=round(1000 * old_ms / max(wakes, 1), 1))
 
 
 def scale(n: int = 400, *, repeats: int = 1, poll: float = 0.02,
