@@ -13,6 +13,7 @@ Not a mirror of nginx: nothing here has an ``ngx_`` name.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Iterable
 
 from matplotlib.figure import Figure
@@ -23,7 +24,7 @@ from ngxlab.lab.descriptors import DescriptorsResult
 from ngxlab.lab.report import MachineInfo
 from ngxlab.lab.timing import STARTUP_TARGET, QuitResult, StartupResult
 
-__all__ = ["COLUMN_PX", "DPI", "WIDTH", "MIN_FONT_PT", "small_text",
+__all__ = ["COLUMN_PX", "DPI", "WIDTH", "MIN_FONT_PT", "small_text", "title_lines",
            "plot_round_trips", "plot_fds_per_second", "plot_startup", "plot_quit",
            "plot_descriptors", "plot_under_load", "plot_storm", "plot_master_kill"]
 
@@ -40,6 +41,13 @@ WIDTH = (COLUMN_PX - 24) / DPI
 MIN_FONT_PT = 9.5
 _SMALL = MIN_FONT_PT
 _TITLE = 11
+
+
+def title_lines(text: str, width: int = 84) -> str:
+    """``text`` folded into lines of at most ``width`` characters (84 fit
+    across WIDTH at 11 pt): a title longer than its figure would make the
+    notebook's PNG wider than the figure, and the book would scale it down."""
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
 
 def small_text(fig, min_pt: float = MIN_FONT_PT) -> list[str]:
@@ -98,12 +106,12 @@ def plot_round_trips(sets: Iterable[dict[str, Samples]], machine: MachineInfo | 
         ax.tick_params(axis="x", which="minor", labelsize=_SMALL)
         ax.set_xlabel(f"round trip (µs, log scale; each sample the mean of {batch})")
         ax.set_ylabel("fraction of samples ≤ x")
-        ax.set_title(f"{measure}\n{placement}", fontsize=_SMALL)
+        ax.set_title(title_lines(f"{measure}\n{placement}", 90), fontsize=_SMALL)
         ax.set_ylim(0, 1.02)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=_SMALL, loc="lower right")
     fig.suptitle("Round trip of one 32-byte message, parent → child → parent\n"
-                 + (machine.line() if machine else ""), fontsize=_TITLE)
+                 + (title_lines(machine.line()) if machine else ""), fontsize=_TITLE)
     return fig
 
 
@@ -141,7 +149,8 @@ def plot_fds_per_second(fds: Iterable[Samples], machine: MachineInfo | None = No
     ax.legend(fontsize=_SMALL, loc="upper left")
     placement = fds[0].params.get("placement", "") if fds else ""
     fig.suptitle("Descriptors passed per second, one direction\n"
-                 + (machine.line() + "\n" if machine else "") + placement, fontsize=_SMALL)
+                 + (title_lines(machine.line()) + "\n" if machine else "")
+                 + title_lines(placement), fontsize=_SMALL)
     return fig
 
 
@@ -154,7 +163,7 @@ def _from_zero(ax) -> None:
 
 
 def _title(text: str, machine: MachineInfo | None) -> str:
-    return text + ("\n" + machine.line() if machine else "")
+    return title_lines(text + ("\n" + machine.line() if machine else ""))
 
 
 def plot_startup(result: StartupResult, *, phases: bool = True):

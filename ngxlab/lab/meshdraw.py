@@ -19,8 +19,8 @@ dashed, and named in the figure. ``before=`` an earlier census marks the
 workers that are new since then (a respawn, a reload).
 
 Drawn with matplotlib's object API at the book's column width
-(:data:`ngxlab.lab.figures.WIDTH`), fonts no smaller than
-:data:`ngxlab.lab.figures.MIN_FONT_PT`. Not a mirror of nginx.
+(``ngxlab.lab.figures.WIDTH``), fonts no smaller than
+``ngxlab.lab.figures.MIN_FONT_PT``. Not a mirror of nginx.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def mesh_edges(census: Census) -> list[MeshEdge]:
 
 
 def draw_mesh(census: Census, *, title: str | None = None, before: Census | None = None,
-              width: float = WIDTH) -> Figure:
-    """A matplotlib Figure of the mesh the census found (see the module's
+              width: float = WIDTH):
+    """A matplotlib ``Figure`` of the mesh the census found (see the module's
     docstring). ``before``: an earlier census; workers not in it are drawn
     with a thick outline and marked "new"."""
     pairs = list(census.pairs)
