@@ -250,3 +250,133 @@ def test_search_finds_the_term(page: Page, site: str):
         shown = page.locator("#search-results").inner_text() if page.locator("#search-results").count() else "(no #search-results)"
         pytest.fail(f"searching for {SEARCH_TERM!r} found nothing: {shown.strip()[:500]}", pytrace=False)
     assert results.count() >= 1
+
+
+# -- figures and wide content (the reader's column) -------------------------------------------
+
+# The window widths a reader brings: a laptop and a phone.
+DESKTOP = {"width": 1400, "height": 900}
+PHONE = {"width": 400, "height": 800}
+
+# Run in the page: every image of the article once loaded, with the width it
+# was drawn at (naturalWidth), the width it is shown at, its alt text and its
+# figure's caption.
+_FIGURES_JS = """
+async () => {
+  const article = document.querySelector('.bd-article');
+  if (!article) return {column: 0, figures: []};
+  const images = Array.from(article.querySelectorAll('img'));
+  await Promise.all(images.map((img) => {
+    img.loading = 'eager';
+    if (img.complete) return null;
+    return new Promise((done) => {
+      img.addEventListener('load', done, {once: true});
+      img.addEventListener('error', done, {once: true});
+      setTimeout(done, 10000);
+    });
+  }));
+  const style = getComputedStyle(article);
+  const column = article.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const empty = Array.from(article.querySelectorAll('figure'))
+    .filter((f) => !f.querySelector('img'))
+    .map((f) => (f.id || '') + ' ' + (f.textContent || '').trim().slice(0, 80));
+  return {column, empty, figures: images.map((img) => {
+    const figure = img.closest('figure');
+    const caption = figure ? figure.querySelector('figcaption') : null;
+    const number = caption ? caption.querySelector('.caption-number') : null;
+    return {
+      src: img.getAttribute('src'),
+      drawn: img.naturalWidth,
+      shown: img.getBoundingClientRect().width,
+      alt: img.getAttribute('alt') || '',
+      caption: caption ? caption.textContent.trim() : '',
+      number: number ? number.textContent.trim() : '',
+    };
+  })};
+}
+"""
+
+# Run in the page: what does not fit. The page must not scroll sideways;
+# every table, output, figure and image must end inside the article; a code
+# or output block, or an image's box, wider than its frame must scroll, and
+# say so (the mark of _static/ngxlab-scroll.js, drawn by ngxlab.css).
+_OVERFLOW_JS = """
+() => {
+  const article = document.querySelector('.bd-article');
+  const found = [];
+  const root = document.documentElement;
+  if (root.scrollWidth > window.innerWidth + 1)
+    found.push(`the page scrolls sideways: ${root.scrollWidth} px in a ${window.innerWidth} px window`);
+  if (!article) return found;
+  if (root.getAttribute('data-ngx-scroll-marked') !== '1')
+    found.push('ngxlab-scroll.js did not run');
+  const right = article.getBoundingClientRect().right - parseFloat(getComputedStyle(article).paddingRight);
+  const what = (el) => `${el.tagName.toLowerCase()}.${Array.from(el.classList).join('.')} ` +
+    JSON.stringify((el.textContent || el.getAttribute('src') || '').trim().slice(0, 60));
+  for (const el of article.querySelectorAll('table, .cell_output, .output, figure, img, div.highlight')) {
+    if (el.closest('pre') || (el.parentElement && el.parentElement.closest('.ngx-wide'))) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && r.right > right + 1)
+      found.push(`sticks out of the column by ${Math.round(r.right - right)} px: ${what(el)}`);
+  }
+  for (const pre of article.querySelectorAll('pre, .ngx-wide')) {
+    if (pre.scrollWidth <= pre.clientWidth + 1) continue;
+    const ox = getComputedStyle(pre).overflowX;
+    const box = pre.parentElement;
+    const mark = box && box.classList.contains('ngx-scrolls')
+      && getComputedStyle(box, '::after').content !== 'none';
+    if (!['auto', 'scroll'].includes(ox))
+      found.push(`cut off (overflow-x: ${ox}), ${pre.scrollWidth} px in ${pre.clientWidth}: ${what(pre)}`);
+    else if (!mark)
+      found.push(`scrolls without showing it, ${pre.scrollWidth} px in ${pre.clientWidth}: ${what(pre)}`);
+  }
+  return found;
+}
+"""
+
+
+def _chapter_pages() -> list[str]:
+    """The built pages of the book's chapters (their paths below _build/html)."""
+    return [p.relative_to(HTML).as_posix() for p in _pages() if _redirect_target(p) is None]
+
+
+def test_figures_shown_at_the_width_drawn_with_caption_and_alt(page: Page, site: str):
+    """At a 1400 px window no figure is scaled below 90 % of the width it was
+    drawn at, every figure has a numbered caption and alt text that is not
+    its file name, and every figure shows an image."""
+    page.set_viewport_size(DESKTOP)
+    problems, figures_seen = [], 0
+    for rel in _chapter_pages():
+        page.goto(site + rel, wait_until="load")
+        found = page.evaluate(_FIGURES_JS)
+        problems += [f"{rel}: a figure without an image (a Figure shown as text?): {e}"
+                     for e in found["empty"]]
+        for f in found["figures"]:
+            figures_seen += 1
+            name = f"{rel}: {f['src']}"
+            if f["drawn"] <= 0:
+                problems.append(f"{name}: did not load")
+                continue
+            if f["shown"] < 0.9 * f["drawn"]:
+                problems.append(f"{name}: drawn {f['drawn']} px wide, shown at {f['shown']:.0f} px "
+                                f"({f['shown'] / f['drawn']:.0%}; the column is {found['column']:.0f} px)")
+            if not f["caption"] or not f["number"]:
+                problems.append(f"{name}: no numbered caption")
+            alt = f["alt"].strip()
+            if len(alt) < 20 or alt.lower().endswith((".png", ".svg", ".jpg", ".jpeg")) \
+                    or alt.split(".")[0].strip("0123456789abcdef") == "":
+                problems.append(f"{name}: no real alt text ({alt!r})")
+    assert figures_seen, "no figure in the book"
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1400px", "400px"])
+def test_nothing_cut_off(page: Page, site: str, viewport: dict):
+    """No table, output or figure runs past the column, and a block that is
+    wider than its box scrolls visibly, at a laptop's width and a phone's."""
+    page.set_viewport_size(viewport)
+    problems = []
+    for rel in _chapter_pages():
+        page.goto(site + rel, wait_until="load")
+        problems += [f"{rel}: {p}" for p in page.evaluate(_OVERFLOW_JS)]
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)

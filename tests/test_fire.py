@@ -312,7 +312,7 @@ def matplotlib_fonts():
 
 def test_the_figures_draw_from_the_recording(matplotlib_fonts):
     for fig in _draw_recording():
-        assert fig.get_figwidth() == pytest.approx(7.5)      # the book's column
+        assert fig.get_figwidth() == pytest.approx(figures.WIDTH)  # the book's column
 
 
 def test_the_kept_bench_run_keeps_the_storm_summary_not_its_lists(tmp_path):

@@ -36,6 +36,7 @@ import json
 import os
 import socket
 import stat
+import textwrap
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
@@ -64,6 +65,10 @@ class CensusPermissionError(CensusError, PermissionError):
     def __init__(self, pid: int, message: str):
         super().__init__(pid, message)
         self.errno = errno.EACCES
+
+
+# How wide Census.table() gets: the book's column holds about 88 characters.
+TABLE_WIDTH = 80
 
 
 # -- the dataclasses ---------------------------------------------------------
@@ -276,9 +281,21 @@ class Census:
         lines = []
         for r in rows:
             cells = [r[0].rjust(widths[0]), r[1].ljust(widths[1]), r[2].ljust(widths[2]),
-                     r[3].rjust(widths[3]), r[4].rjust(widths[4]), r[5]]
-            lines.append("  ".join(cells).rstrip())
-        lines.append(self.summary())
+                     r[3].rjust(widths[3]), r[4].rjust(widths[4])]
+            head = "  ".join(cells) + "  "
+            # the channel ends of a large mesh continue under their column
+            ends = textwrap.wrap(r[5], max(TABLE_WIDTH - len(head), 20)) or [""]
+            lines.append((head + ends[0]).rstrip())
+            lines.extend(" " * len(head) + more for more in ends[1:])
+        # the summary's parts, as many to a line as fit (a part is never split)
+        line = ""
+        for part in self.summary().split("; "):
+            if line and len(line) + 2 + len(part) > TABLE_WIDTH:
+                lines.append(line + ";")
+                line = part
+            else:
+                line = f"{line}; {part}" if line else part
+        lines.append(line)
         if self.slots_inferred:
             lines.append("* slot inferred from spawn order")
         return "\n".join(lines)

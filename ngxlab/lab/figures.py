@@ -13,6 +13,7 @@ Not a mirror of nginx: nothing here has an ``ngx_`` name.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Iterable
 
 from matplotlib.figure import Figure
@@ -23,8 +24,44 @@ from ngxlab.lab.descriptors import DescriptorsResult
 from ngxlab.lab.report import MachineInfo
 from ngxlab.lab.timing import STARTUP_TARGET, QuitResult, StartupResult
 
-__all__ = ["plot_round_trips", "plot_fds_per_second", "plot_startup", "plot_quit",
+__all__ = ["COLUMN_PX", "DPI", "WIDTH", "MIN_FONT_PT", "small_text", "title_lines",
+           "plot_round_trips", "plot_fds_per_second", "plot_startup", "plot_quit",
            "plot_descriptors", "plot_under_load", "plot_storm", "plot_master_kill"]
+
+# The book's text column, measured in the built HTML with Chromium at a
+# 1400 px wide window (784 px) (tests/test_browser.py checks that no figure is shown
+# below 90 % of the width it was drawn at). A figure drawn WIDTH inches wide
+# at DPI is shown at its own size there, not scaled down.
+COLUMN_PX = 784
+DPI = 100
+# the notebook's PNG adds 0.1 in of padding on each side (bbox_inches="tight")
+WIDTH = (COLUMN_PX - 24) / DPI
+# The body text is 16 px; 80 % of it is 12.8 px, 9.2 pt at DPI. No text of a
+# figure here is smaller than this (tests/test_figures.py).
+MIN_FONT_PT = 9.5
+_SMALL = MIN_FONT_PT
+_TITLE = 11
+
+
+def title_lines(text: str, width: int = 84) -> str:
+    """``text`` folded into lines of at most ``width`` characters (84 fit
+    across WIDTH at 11 pt): a title longer than its figure would make the
+    notebook's PNG wider than the figure, and the book would scale it down."""
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+
+
+def small_text(fig, min_pt: float = MIN_FONT_PT) -> list[str]:
+    """The visible texts of ``fig`` (titles, labels, ticks, legends,
+    annotations) smaller than ``min_pt`` points, as ``"size: text"``."""
+    from matplotlib.text import Text
+
+    fig.draw_without_rendering()            # tick labels exist only once drawn
+    found = []
+    for t in fig.findobj(Text):
+        if t.get_visible() and t.get_text().strip() and t.get_fontsize() < min_pt - 1e-9:
+            found.append(f"{t.get_fontsize():g}: {t.get_text()[:60]!r}")
+    return found
+
 
 _COLORS = {"ngxlab": "#1f77b4", "nginx": "#009639", "inprocess": "#7f7f7f",
            "ngxlab, no closing": "#d62728"}
@@ -41,8 +78,8 @@ def plot_round_trips(sets: Iterable[dict[str, Samples]], machine: MachineInfo | 
     panel per set (no descriptor / one descriptor), the C floor's median
     marked. Drawn without pyplot, so it does not change a notebook's backend."""
     sets = list(sets)
-    fig = Figure(figsize=(6.0 * len(sets), 4.6), layout="constrained")
-    axes = fig.subplots(1, len(sets), squeeze=False)[0]
+    fig = Figure(figsize=(WIDTH, 0.6 + 3.9 * len(sets)), layout="constrained")
+    axes = fig.subplots(len(sets), 1, squeeze=False)[:, 0]
     for ax, rts in zip(axes, sets):
         first = next(iter(rts.values()))
         measure, batch = first.measure, first.params.get("batch")
@@ -57,24 +94,24 @@ def plot_round_trips(sets: Iterable[dict[str, Samples]], machine: MachineInfo | 
         c = rts.get("c")
         if c is not None and c.median is not None:
             ax.axvline(c.median / 1000, color="black", linestyle=":", linewidth=1)
-            ax.annotate("C floor", (c.median / 1000, 0.03), rotation=90, fontsize=8,
+            ax.annotate("C floor", (c.median / 1000, 0.03), rotation=90, fontsize=_SMALL,
                         xytext=(3, 0), textcoords="offset points", va="bottom")
         elif c is not None and c.skipped:
-            ax.text(0.02, 0.97, f"C floor: {c.skipped}", transform=ax.transAxes, fontsize=7,
+            ax.text(0.02, 0.97, f"C floor: {c.skipped}", transform=ax.transAxes, fontsize=_SMALL,
                     va="top", wrap=True)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
         ax.xaxis.set_minor_formatter(FuncFormatter(
             lambda x, _: f"{x:g}" if f"{x:.1e}"[0] in "2345" else ""))
-        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.tick_params(axis="x", which="minor", labelsize=_SMALL)
         ax.set_xlabel(f"round trip (µs, log scale; each sample the mean of {batch})")
         ax.set_ylabel("fraction of samples ≤ x")
-        ax.set_title(f"{measure}\n{placement}", fontsize=9)
+        ax.set_title(title_lines(f"{measure}\n{placement}", 90), fontsize=_SMALL)
         ax.set_ylim(0, 1.02)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=_SMALL, loc="lower right")
     fig.suptitle("Round trip of one 32-byte message, parent → child → parent\n"
-                 + (machine.line() if machine else ""), fontsize=10)
+                 + (title_lines(machine.line()) if machine else ""), fontsize=_TITLE)
     return fig
 
 
@@ -82,7 +119,7 @@ def plot_fds_per_second(fds: Iterable[Samples], machine: MachineInfo | None = No
     """A matplotlib Figure: descriptors passed per second, Python beside C,
     for each number per message; bars are medians, whiskers p10 to p90."""
     fds = list(fds)
-    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 4.6), layout="constrained")
     ax = fig.subplots()
     width = 0.38
     for i, s in enumerate(fds):
@@ -95,7 +132,7 @@ def plot_fds_per_second(fds: Iterable[Samples], machine: MachineInfo | None = No
             ax.bar(x, med, width, color=_COST_COLORS[name], label=name if i == 0 else None,
                    yerr=[[med - lo], [hi - med]], capsize=3, error_kw=dict(linewidth=1))
             ax.annotate(f"{med:.2f}M" if med >= 1 else f"{med * 1e3:.0f}k",
-                        (x, hi), ha="center", va="bottom", fontsize=8,
+                        (x, hi), ha="center", va="bottom", fontsize=_SMALL,
                         xytext=(0, 2), textcoords="offset points")
     labels = []
     for s in fds:
@@ -109,10 +146,11 @@ def plot_fds_per_second(fds: Iterable[Samples], machine: MachineInfo | None = No
     ax.set_xlabel("descriptors per SCM_RIGHTS message")
     ax.set_ylabel("descriptors per second, millions\n(received and closed)")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=_SMALL, loc="upper left")
     placement = fds[0].params.get("placement", "") if fds else ""
     fig.suptitle("Descriptors passed per second, one direction\n"
-                 + (machine.line() + "\n" if machine else "") + placement, fontsize=9)
+                 + (title_lines(machine.line()) + "\n" if machine else "")
+                 + title_lines(placement), fontsize=_SMALL)
     return fig
 
 
@@ -125,15 +163,15 @@ def _from_zero(ax) -> None:
 
 
 def _title(text: str, machine: MachineInfo | None) -> str:
-    return text + ("\n" + machine.line() if machine else "")
+    return title_lines(text + ("\n" + machine.line() if machine else ""))
 
 
 def plot_startup(result: StartupResult, *, phases: bool = True):
     """A matplotlib Figure: start-up to full mesh against N, one line per
     system (medians, the runs as dots), and the ratio ngxlab / nginx per N
     with the target at N = 32. Drawn without pyplot."""
-    fig = Figure(figsize=(11, 4.6), layout="constrained")
-    ax, ax2 = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[3, 2]))
+    fig = Figure(figsize=(WIDTH, 8.6), layout="constrained")
+    ax, ax2 = fig.subplots(2, 1, gridspec_kw=dict(height_ratios=[3, 2]))
     for s in result.systems():
         xs = [n for n in result.ns if result.median(s, n) is not None]
         ys = [result.median(s, n) for n in xs]
@@ -148,7 +186,7 @@ def plot_startup(result: StartupResult, *, phases: bool = True):
     imp = result.import_ms()
     if imp is not None:
         ax.axhline(imp, color=_COLORS["ngxlab"], linestyle="--", linewidth=0.8)
-        ax.annotate("python -c 'import ngxlab.nginx'", (result.ns[0], imp), fontsize=7,
+        ax.annotate("python -c 'import ngxlab.nginx'", (result.ns[0], imp), fontsize=_SMALL,
                     xytext=(2, 3), textcoords="offset points", color=_COLORS["ngxlab"])
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(result.ns), [str(n) for n in result.ns])
@@ -156,11 +194,11 @@ def plot_startup(result: StartupResult, *, phases: bool = True):
     ax.set_ylabel("start → every worker holds its N channels (ms)")
     _from_zero(ax)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("Start-up to the full mesh (medians; dots: runs)", fontsize=10)
+    ax.legend(fontsize=_SMALL, loc="upper left")
+    ax.set_title("Start-up to the full mesh (medians; dots: runs)", fontsize=_TITLE)
     if result.nginx_skipped:
         ax2.text(0.5, 0.5, f"nginx not measured:\n{result.nginx_skipped}", ha="center",
-                 va="center", fontsize=8, wrap=True, transform=ax2.transAxes)
+                 va="center", fontsize=_SMALL, wrap=True, transform=ax2.transAxes)
         ax2.set_axis_off()
     else:
         xs = list(result.ns)
@@ -176,7 +214,7 @@ def plot_startup(result: StartupResult, *, phases: bool = True):
                      label="from the first fork on (same runs)")
         tn, bound = STARTUP_TARGET
         ax2.axhline(bound, color="black", linestyle=":", linewidth=1)
-        ax2.annotate(f"target at N={tn}: ≤ {bound:g}", (xs[0], bound), fontsize=7,
+        ax2.annotate(f"target at N={tn}: ≤ {bound:g}", (xs[0], bound), fontsize=_SMALL,
                      xytext=(2, 3), textcoords="offset points")
         ax2.axhline(1.0, color=_COLORS["nginx"], linewidth=0.8)
         ax2.set_xscale("log", base=2)
@@ -185,16 +223,16 @@ def plot_startup(result: StartupResult, *, phases: bool = True):
         ax2.set_ylabel("ratio of medians (same run)")
         _from_zero(ax2)
         ax2.grid(True, alpha=0.3)
-        ax2.legend(fontsize=7)
-        ax2.set_title("ngxlab / nginx", fontsize=10)
+        ax2.legend(fontsize=_SMALL)
+        ax2.set_title("ngxlab / nginx", fontsize=_TITLE)
     fig.suptitle(_title("Time from start until every worker holds its full channel set",
-                        result.machine), fontsize=10)
+                        result.machine), fontsize=_TITLE)
     return fig
 
 
 def plot_quit(result: QuitResult):
     """A matplotlib Figure: QUIT to every worker exited, against N."""
-    fig = Figure(figsize=(9, 4.4), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 4.4), layout="constrained")
     ax = fig.subplots()
     for s in ("ngxlab", "nginx"):
         xs = [n for n in result.ns if result.median(s, n) is not None]
@@ -210,11 +248,11 @@ def plot_quit(result: QuitResult):
     ax.set_ylabel("time after kill(master, SIGQUIT) (ms)")
     _from_zero(ax)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=_SMALL)
     if result.nginx_skipped:
-        ax.text(0.02, 0.6, f"nginx not measured: {result.nginx_skipped}", fontsize=7,
+        ax.text(0.02, 0.6, f"nginx not measured: {result.nginx_skipped}", fontsize=_SMALL,
                 transform=ax.transAxes, wrap=True)
-    fig.suptitle(_title("QUIT to exit (medians)", result.machine), fontsize=10)
+    fig.suptitle(_title("QUIT to exit (medians)", result.machine), fontsize=_TITLE)
     return fig
 
 
@@ -223,8 +261,8 @@ def plot_descriptors(result: DescriptorsResult):
     together (left, with the formulas N² + 2N and (3N² + 5N)/2 drawn as
     lines through the measured points) and per worker by slot at the
     largest N (right)."""
-    fig = Figure(figsize=(11, 4.6), layout="constrained")
-    ax, ax2 = fig.subplots(1, 2)
+    fig = Figure(figsize=(WIDTH, 8.4), layout="constrained")
+    ax, ax2 = fig.subplots(2, 1)
     ns = list(result.ns)
     grid = []
     x = 1.0
@@ -248,8 +286,8 @@ def plot_descriptors(result: DescriptorsResult):
     ax.set_xlabel("worker processes N (log scale)")
     ax.set_ylabel("channel descriptors, all processes (log scale)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Channel descriptors held in all processes", fontsize=10)
+    ax.legend(fontsize=_SMALL)
+    ax.set_title("Channel descriptors held in all processes", fontsize=_TITLE)
     big = max(ns)
     for s in result.systems():
         c = result.get(s, big)
@@ -263,10 +301,10 @@ def plot_descriptors(result: DescriptorsResult):
     ax2.set_ylabel("channel descriptors in that worker")
     _from_zero(ax2)
     ax2.grid(True, alpha=0.3)
-    ax2.legend(fontsize=8)
-    ax2.set_title("Per worker: N, or N + k + 1 without the closing", fontsize=10)
+    ax2.legend(fontsize=_SMALL)
+    ax2.set_title("Per worker: N, or N + k + 1 without the closing", fontsize=_TITLE)
     fig.suptitle(_title("Channel descriptors against N (census of settled meshes)",
-                        result.machine), fontsize=10)
+                        result.machine), fontsize=_TITLE)
     return fig
 
 
@@ -289,7 +327,7 @@ def plot_under_load(runs, *, title: str | None = None, machine: MachineInfo | No
     WINCH and QUIT, labelled); below, the slowest answer of each bin,
     counted from when the request was due, for both systems."""
     systems = list(runs)
-    fig = Figure(figsize=(7.5, 2.0 * len(systems) + 2.3), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 2.0 * len(systems) + 2.5), layout="constrained")
     axes = fig.subplots(len(systems) + 1, 1, sharex=True)
     lat_ax = axes[-1]
     top = max(max(runs[s].load.timeline()["ok_per_s"], default=0) for s in systems)
@@ -301,7 +339,7 @@ def plot_under_load(runs, *, title: str | None = None, machine: MachineInfo | No
         if bad:
             ax.plot([t for t, _ in bad], [0] * len(bad), "x", color="#d62728", markersize=8,
                     clip_on=False, label="bins with failed requests")
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=_SMALL, loc="lower right")
         _draw_marks(ax, u.load.marks, labels=u.action != "reload")
         ax.axhline(u.load.rate, color="black", linestyle=":", linewidth=0.8)
         ax.set_ylim(0, top * 1.3 or 1)
@@ -309,7 +347,7 @@ def plot_under_load(runs, *, title: str | None = None, machine: MachineInfo | No
         f = u.failures
         ax.set_title(f"{s}: {u.load.total} requests, {u.failed} failed"
                      + (f" ({', '.join(f'{k} {v}' for k, v in f.items() if v)})"
-                        if u.failed else ""), fontsize=10, loc="left")
+                        if u.failed else ""), fontsize=_TITLE, loc="left")
         ax.grid(True, alpha=0.3)
         lat = [(t, v) for t, v in zip(tl["t_s"], tl["latency_max_ms"]) if v is not None]
         lat_ax.step([t for t, _ in lat], [v for _, v in lat], where="post", color=_COLORS[s],
@@ -319,11 +357,11 @@ def plot_under_load(runs, *, title: str | None = None, machine: MachineInfo | No
     lat_ax.set_ylabel("slowest answer\nper bin (ms)")
     lat_ax.set_xlabel("time since the load started (s)")
     lat_ax.grid(True, which="both", alpha=0.3)
-    lat_ax.legend(fontsize=8, loc="upper right")
+    lat_ax.legend(fontsize=_SMALL, loc="upper right")
     first = runs[systems[0]].load
     fig.suptitle(_title(f"{title or runs[systems[0]].action}: {first.rate:g} requests/s "
                         f"offered (dotted), bins of {first.timeline()['bin_ms']:g} ms", machine),
-                 fontsize=10)
+                 fontsize=_TITLE)
     return fig
 
 
@@ -335,7 +373,7 @@ def _draw_marks(ax, marks, *, labels: bool) -> None:
         ax.axvspan(t / 1000, t2 / 1000, color="grey", alpha=0.18, linewidth=0)
         ax.axvline(t / 1000, color="grey", linewidth=0.7)
         if labels:
-            ax.annotate(k, (t / 1000, 1.0), xycoords=("data", "axes fraction"), fontsize=8,
+            ax.annotate(k, (t / 1000, 1.0), xycoords=("data", "axes fraction"), fontsize=_SMALL,
                         va="top", ha="left", xytext=(2, -2), textcoords="offset points")
 
 
@@ -345,7 +383,7 @@ def plot_storm(storms):
     median and p99 marked), and how far the master's and the workers'
     descriptor counts were from their counts before the first kill, after
     every respawn (flat: zero throughout)."""
-    fig = Figure(figsize=(7.5, 6.0), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 6.6), layout="constrained")
     ax, ax2 = fig.subplots(2, 1)
     for s, st in storms.items():
         xs = sorted(st.whole_ms)
@@ -362,8 +400,8 @@ def plot_storm(storms):
     ax.set_ylabel("fraction of kills ≤ x")
     ax.set_ylim(0, 1.02)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("Respawn time (o median, △ p99)", fontsize=10, loc="left")
+    ax.legend(fontsize=_SMALL, loc="lower right")
+    ax.set_title("Respawn time (o median, △ p99)", fontsize=_TITLE, loc="left")
     series = []
     for s, st in storms.items():
         series += [(f"{s} master ({st.base_master_fds} at the start)", s, "-", "o",
@@ -382,19 +420,19 @@ def plot_storm(storms):
     ax2.set_xlabel("kill number")
     ax2.set_ylabel("descriptors held,\nchange since the start")
     ax2.grid(True, alpha=0.3)
-    ax2.legend(fontsize=7, loc="upper center", ncol=2)
+    ax2.legend(fontsize=_SMALL, loc="upper center", ncol=2)
     ax2.set_ylim(-worst - 1, worst + 1.8)
-    ax2.set_title("Descriptor counts after every respawn", fontsize=10, loc="left")
+    ax2.set_title("Descriptor counts after every respawn", fontsize=_TITLE, loc="left")
     first = next(iter(storms.values()))
     fig.suptitle(f"SIGKILL of a random worker, {first.kills} times, {first.n} workers",
-                 fontsize=10)
+                 fontsize=_TITLE)
     return fig
 
 
 def plot_master_kill(results):
     """A matplotlib Figure: the workers still alive after SIGKILL of their
     master (``{variant: MasterKillResult}``), against time (log scale)."""
-    fig = Figure(figsize=(7.5, 3.4), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 3.8), layout="constrained")
     ax = fig.subplots()
     look = {"ngxlab": (_COLORS["ngxlab"], "-", 2.0),
             "ngxlab --nginx-orphans": ("#9467bd", "--", 1.6),
@@ -415,6 +453,6 @@ def plot_master_kill(results):
     ax.set_ylabel("workers alive")
     ax.set_ylim(-0.2, max(m.n for m in results.values()) + 0.8)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="center left")
-    ax.set_title("The workers after kill -9 of their master", fontsize=10, loc="left")
+    ax.legend(fontsize=_SMALL, loc="center left")
+    ax.set_title("The workers after kill -9 of their master", fontsize=_TITLE, loc="left")
     return fig
