@@ -60,7 +60,7 @@ def require(condition: object, reason: str) -> None:
         return
     if strict_mode():
         pytest.fail(f"NGXLAB_STRICT=1, and {reason}", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)   # also from a module's top
 
 
 def require_tool(

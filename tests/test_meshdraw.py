@@ -9,9 +9,12 @@ Real workers: an in-process ``Master`` and ``python -m ngxlab run``
 from __future__ import annotations
 
 import io
+
 import pytest
 
-pytest.importorskip("matplotlib")
+from _tools import require_module
+
+require_module("matplotlib")   # skipped without it, failed under NGXLAB_STRICT=1
 
 from ngxlab.lab import Master, MasterProcess  # noqa: E402
 from ngxlab.lab.figures import COLUMN_PX, DPI, MIN_FONT_PT, small_text  # noqa: E402
