@@ -266,6 +266,38 @@ def test_readme_table_from_results():
 # -- the run kept in the repository, and the README's table -------------------------------
 
 
+def test_readme_table_of_several_runs(tmp_path):
+    def run(load, r1, r2):
+        return {"machine": {"date": "2030-01-02T03:04:05+00:00", "loadavg": [load, 0.5, 0.25]},
+                "machine_line": "a machine", "loadavg_end": [load + 0.5, 1.0, 0.5],
+                "quick": False, "command": "ngxlab bench",
+                "ratios": [dict(measure="m", subject="a", reference="b", ratio=r1,
+                                target="<= 1.15", met=r1 <= 1.15),
+                           dict(measure="m2", subject="a", reference="c", ratio=r2,
+                                target=">= 0.8", met=None if r2 is None else r2 >= 0.8)]}
+    runs = [run(0.1, 1.10, 0.9), run(0.2, 1.30, None), run(0.3, 1.12, 0.7)]
+    text = report.readme_table(runs)
+    assert text.splitlines()[0] == (
+        "Measured by `ngxlab bench`, 3 runs one after the other on 2030-01-02: a machine "
+        "(1-minute load at the start of each run: 0.10; 0.20; 0.30; at the end of the "
+        "last: 0.80).")
+    assert "| m, a / b | <= 1.15 | 1.12 | 1.10, 1.30, 1.12 |" in text   # the median meets it
+    assert "| m2, a / c | >= 0.8 | not measured in 1 of 3 runs | 0.90, -, 0.70 |" in text
+    # kept, read back, and put into a README by the command
+    results = []
+    for i, r in enumerate(runs):
+        (tmp_path / f"r{i}.json").write_text(json.dumps(r))
+        results.append(str(tmp_path / f"r{i}.json"))
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n" + report.README_START + "old\n" + report.README_END + "after\n")
+    saved = tmp_path / "kept.json"
+    assert bench.save([json.loads(open(f).read()) for f in results], saved) == runs
+    assert bench.saved(saved) == runs
+    report.update_readme(readme, saved)
+    assert readme.read_text() == ("before\n" + report.README_START + text + report.README_END
+                                  + "after\n")
+
+
 def test_readme_table_is_the_saved_run():
     saved = bench.saved()
     text = (report.SAVED.parent.parent.parent.parent / "README.md").read_text()
@@ -274,8 +306,9 @@ def test_readme_table_is_the_saved_run():
         "the README's table differs from ngxlab/lab/data/bench.json: run python -m ngxlab.lab.report README.md"
 
 
-def test_saved_run_describes_its_machine_and_is_whole():
-    saved = bench.saved()
+@pytest.mark.parametrize("i", range(len(bench.saved())))
+def test_saved_run_describes_its_machine_and_is_whole(i):
+    saved = bench.saved()[i]
     m = saved["machine"]
     for key in ("cpu_model", "cores", "kernel", "python", "pyc", "nginx", "compiler", "loadavg",
                 "date"):

@@ -317,8 +317,9 @@ def test_the_figures_draw_from_the_recording(matplotlib_fonts):
 
 def test_the_kept_bench_run_keeps_the_storm_summary_not_its_lists(tmp_path):
     rec = json.loads(resources.files("ngxlab.lab").joinpath(fire.RECORDED).read_text())
-    kept = bench.save({"under_fire": rec["under_fire"]}, tmp_path / "kept.json")
+    [kept] = bench.save({"under_fire": rec["under_fire"]}, tmp_path / "kept.json")
     st = kept["under_fire"]["storm"]["ngxlab"]
     assert "whole_ms" not in st and st["whole_ms_count"] == rec["under_fire"]["params"]["kills"]
     assert st["respawn"] == rec["under_fire"]["storm"]["ngxlab"]["respawn"] and st["flat"]
-    assert json.loads((tmp_path / "kept.json").read_text()) == kept
+    assert json.loads((tmp_path / "kept.json").read_text()) == {"runs": [kept]}
+    assert bench.saved(tmp_path / "kept.json") == [kept]

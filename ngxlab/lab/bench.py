@@ -29,9 +29,11 @@ command), prints the ratios beside the targets the book tracks
 (:mod:`ngxlab.lab.figures`) when matplotlib is installed; without it the
 figures are skipped, and the run says so and how to get them.
 
-:func:`save` keeps a run in the repository (``ngxlab/lab/data/bench.json``),
+:func:`save` keeps runs in the repository (``ngxlab/lab/data/bench.json``),
 from which :func:`ngxlab.lab.report.readme_table` renders the README's
-table: no figure there is typed by hand.
+table, the median of each ratio over the runs beside every run's value: no
+figure there is typed by hand (``python -m ngxlab.lab.report --keep
+RESULTS.json... README.md``).
 
 Not a mirror of nginx: nothing here has an ``ngx_`` name.
 """
@@ -201,10 +203,8 @@ def report_row(forks) -> dict:
                     forks.reference_median, forks.unit, TARGETS)
 
 
-def save(results: dict, path: str | Path | None = None) -> dict:
-    """Keep a run in the repository: its results without the per-sample
-    lists (medians, p10 and p90 stay), as JSON at ``path`` (by default
-    ``ngxlab/lab/data/bench.json``)."""
+def _trimmed(results: dict) -> dict:
+    """A run without its per-sample lists (medians, p10 and p90 stay)."""
     kept = copy.deepcopy(results)
 
     def trim(d):
@@ -224,16 +224,30 @@ def save(results: dict, path: str | Path | None = None) -> dict:
     for st in kept.get("under_fire", {}).get("storm", {}).values():
         for key in ("replaced_ms", "whole_ms", "master_fds", "worker_fds_min",
                     "worker_fds_max", "zombies"):
-            st[key + "_count"] = len(st.pop(key))   # per kill: the summary stays
-    with open(SAVED if path is None else path, "w") as f:
-        json.dump(kept, f, indent=0, separators=(",", ":"))
-        f.write("\n")
+            if isinstance(st.get(key), list):
+                st[key + "_count"] = len(st.pop(key))   # per kill: the summary stays
     return kept
 
 
-def saved(path: str | Path | None = None) -> dict:
-    """The run kept in the repository (:func:`save`)."""
-    return json.loads(Path(SAVED if path is None else path).read_text())
+def save(results: dict | list[dict], path: str | Path | None = None) -> list[dict]:
+    """Keep runs in the repository: one ``results.json`` of ``ngxlab bench``
+    or a list of them (the README's table shows the median of each ratio
+    over the runs, and every run's value), without the per-sample lists, as
+    JSON at ``path`` (by default ``ngxlab/lab/data/bench.json``). Returns
+    what was kept."""
+    runs = [_trimmed(r) for r in (results if isinstance(results, list) else [results])]
+    if not runs:
+        raise ValueError("no run to keep")
+    with open(SAVED if path is None else path, "w") as f:
+        json.dump({"runs": runs}, f, indent=0, separators=(",", ":"))
+        f.write("\n")
+    return runs
+
+
+def saved(path: str | Path | None = None) -> list[dict]:
+    """The runs kept in the repository (:func:`save`), in the order run."""
+    data = json.loads(Path(SAVED if path is None else path).read_text())
+    return data["runs"] if "runs" in data else [data]
 
 
 def record_mesh(path, *, ns=timing.QUICK_NS, repeats: int = 5,

@@ -21,6 +21,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -227,34 +228,69 @@ def print_rows(rows: list[dict], machine: MachineInfo, title: str = "ngxlab benc
               f"{r['target'] or '':>8}  {met}", file=file)
 
 
-def readme_table(results: dict) -> str:
-    """The README's table of the targets, from a saved ``ngxlab bench`` run
-    (its ``results.json``, or the copy kept in ``ngxlab/lab/data``): the
-    measured ratio of each target, "missed" where the run missed it, with
-    the line saying when and on what the run was made. The README's table
-    is this text, and a test checks that it still is."""
-    m = results["machine"]
-    lines = [f"Measured by `ngxlab bench` on {m['date'][:10]}: {results['machine_line']}"
-             f" (load {', '.join(f'{x:.2f}' for x in m['loadavg'] or ())} at the start,"
-             f" {', '.join(f'{x:.2f}' for x in results.get('loadavg_end') or ())} at the end).",
-             "", "| measure | target | measured |", "|---|---|---|"]
-    for r in results["ratios"]:
+def _met(target: str, ratio: float) -> bool:
+    """Whether ``ratio`` meets a target as rows print it (``"<= 1.15"``)."""
+    op, bound = target.split()
+    return {"<=": ratio <= float(bound), "<": ratio < float(bound),
+            ">=": ratio >= float(bound), ">": ratio > float(bound)}[op]
+
+
+def readme_table(runs: dict | list[dict]) -> str:
+    """The README's table of the targets, from saved ``ngxlab bench`` runs
+    (their ``results.json``, or the copy kept in ``ngxlab/lab/data``): for
+    each target the median of its ratio over the runs, "missed" where the
+    median misses it, and every run's ratio, under the line saying when and
+    on what the runs were made. The README's table is this text, and a test
+    checks that it still is."""
+    runs = runs if isinstance(runs, list) else [runs]
+    first, last = runs[0], runs[-1]
+    m = first["machine"]
+    dates = sorted({r["machine"]["date"][:10] for r in runs})
+
+    def load(x):
+        return ", ".join(f"{v:.2f}" for v in x or ())
+
+    if len(runs) == 1:
+        when = (f"Measured by `ngxlab bench` on {m['date'][:10]}: {first['machine_line']}"
+                f" (load {load(m['loadavg'])} at the start,"
+                f" {load(first.get('loadavg_end'))} at the end).")
+    else:
+        starts = "; ".join(load(r["machine"]["loadavg"][:1]) for r in runs)
+        when = (f"Measured by `ngxlab bench`, {len(runs)} runs one after the other on "
+                f"{' to '.join(dates)}: {first['machine_line']} (1-minute load at the start "
+                f"of each run: {starts}; at the end of the last: "
+                f"{load((last.get('loadavg_end') or ())[:1])}).")
+    head = "| measure | target | measured |" if len(runs) == 1 else \
+        "| measure | target | median | runs |"
+    lines = [when, "", head, "|---|---|---|" + ("" if len(runs) == 1 else "---|")]
+    for r in first["ratios"]:
         if not r["target"]:
             continue
+        key = (r["measure"], r["subject"], r["reference"])
+        ratios = [x["ratio"] for run in runs for x in run["ratios"]
+                  if (x["measure"], x["subject"], x["reference"]) == key]
         what = f"{r['measure']}, {r['subject']} / {r['reference']}"
-        if r["ratio"] is None:
-            value = "not measured"
+        measured = [x for x in ratios if x is not None]
+        if len(measured) < len(runs):
+            value = "not measured" + ("" if not measured else
+                                      f" in {len(runs) - len(measured)} of {len(runs)} runs")
         else:
-            value = f"{r['ratio']:.2f}" + ("" if r["met"] else " (missed)")
-        lines.append(f"| {what} | {r['target']} | {value} |")
+            med = statistics.median(measured)
+            value = f"{med:.2f}" + ("" if _met(r["target"], med) else " (missed)")
+        if len(runs) == 1:
+            lines.append(f"| {what} | {r['target']} | {value} |")
+        else:
+            each = ", ".join("-" if x is None else f"{x:.2f}" for x in ratios)
+            lines.append(f"| {what} | {r['target']} | {value} | {each} |")
     return "\n".join(lines) + "\n"
 
 
 def update_readme(path: str | os.PathLike, saved: str | os.PathLike | None = None) -> str:
-    """Put :func:`readme_table` of the saved run (by default
+    """Put :func:`readme_table` of the saved runs (by default
     ``ngxlab/lab/data/bench.json``) between the README's two marker lines;
     returns the table."""
-    table = readme_table(json.loads(Path(SAVED if saved is None else saved).read_text()))
+    data = json.loads(Path(SAVED if saved is None else saved).read_text())
+    table = readme_table(data["runs"] if "runs" in data else data)
     text = Path(path).read_text()
     head, rest = text.split(README_START, 1)
     _old, tail = rest.split(README_END, 1)
@@ -262,5 +298,30 @@ def update_readme(path: str | os.PathLike, saved: str | os.PathLike | None = Non
     return table
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ngxlab.lab.report [--keep RESULTS.json ...] [README.md]``:
+    with ``--keep``, first keep those runs of ``ngxlab bench`` in the
+    repository (``ngxlab.lab.bench.save``); then regenerate the README's
+    table from the runs kept."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m ngxlab.lab.report",
+                                description="the README's table from the bench runs kept")
+    p.add_argument("--keep", nargs="+", metavar="RESULTS.json",
+                   help="results.json files of ngxlab bench runs to keep, in the order run")
+    p.add_argument("readme", nargs="?", default="README.md")
+    args = p.parse_args(argv)
+    if args.keep:
+        from ngxlab.lab import bench
+
+        runs = [json.loads(Path(f).read_text()) for f in args.keep]
+        for f, r in zip(args.keep, runs):
+            if r.get("quick") or r.get("command") != "ngxlab bench":
+                p.error(f"{f}: not a full run of `ngxlab bench` ({r.get('command')!r})")
+        bench.save(runs)
+    print(update_readme(args.readme), end="")
+    return 0
+
+
 if __name__ == "__main__":
-    print(update_readme(sys.argv[1] if len(sys.argv) > 1 else "README.md"), end="")
+    sys.exit(main())
