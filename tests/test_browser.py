@@ -146,10 +146,9 @@ def _toc_files() -> list[str]:
     return files
 
 
-# Run in the page: wait for every image, then list those that did not load.
-_BROKEN_IMAGES_JS = """
-async () => {
-  const images = Array.from(document.images);
+# JavaScript, in the page: wait until every image of ``images`` has loaded or
+# failed (lazy ones made eager), at most 10 s each. Both scripts below use it.
+_WAIT_FOR_IMAGES_JS = """
   await Promise.all(images.map((img) => {
     img.loading = 'eager';
     if (img.complete) return null;
@@ -159,7 +158,13 @@ async () => {
       setTimeout(done, 10000);
     });
   }));
-  return images
+"""
+
+# Run in the page: wait for every image, then list those that did not load.
+_BROKEN_IMAGES_JS = """
+async () => {
+  const images = Array.from(document.images);
+""" + _WAIT_FOR_IMAGES_JS + """  return images
     .filter((img) => !(img.complete && img.naturalWidth > 0))
     .map((img) => img.getAttribute('src') || img.outerHTML.slice(0, 200));
 }
@@ -266,16 +271,7 @@ async () => {
   const article = document.querySelector('.bd-article');
   if (!article) return {column: 0, figures: []};
   const images = Array.from(article.querySelectorAll('img'));
-  await Promise.all(images.map((img) => {
-    img.loading = 'eager';
-    if (img.complete) return null;
-    return new Promise((done) => {
-      img.addEventListener('load', done, {once: true});
-      img.addEventListener('error', done, {once: true});
-      setTimeout(done, 10000);
-    });
-  }));
-  const style = getComputedStyle(article);
+""" + _WAIT_FOR_IMAGES_JS + """  const style = getComputedStyle(article);
   const column = article.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
   const empty = Array.from(article.querySelectorAll('figure'))
     .filter((f) => !f.querySelector('img'))
