@@ -24,8 +24,9 @@ nginx what Python adds to C. Its runner, with the vocabulary of
 ``MasterProcess`` and ``Nginx``, is :class:`ngxlab.lab.timing.FloorProcess`.
 
 The master stops its children with SIGTERM and exits on SIGTERM, SIGQUIT
-or SIGINT, and when the process that started it is gone (checked once a
-second); a child exits when its master is gone.
+or SIGINT, and when it is no longer the child of ``--parent PID`` (by
+default the process that started it; checked once a second); a child exits
+when its master is gone.
 
 This file imports only what the floor needs before its first fork (``os``,
 ``socket``, ``struct``, ``select``, ``signal``, ``sys``).
@@ -75,7 +76,7 @@ def main(argv=None):
     args = dict(zip(argv[::2], argv[1::2]))
     n = int(args["--workers"])
     prefix = args["--prefix"]
-    starter = os.getppid()
+    starter = int(args.get("--parent", os.getppid()))
     master = os.getpid()
     with open(os.path.join(prefix, "logs", PID_NAME), "w") as f:
         f.write(f"{master}\n")

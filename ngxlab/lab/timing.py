@@ -153,7 +153,8 @@ class FloorProcess(Runner):
 
     def command(self) -> list[str]:
         return self._command_prefix() + [sys.executable, "-m", "ngxlab.lab.floor",
-                                         "--workers", str(self.n), "--prefix", str(self.prefix)]
+                                         "--workers", str(self.n), "--prefix", str(self.prefix),
+                                         "--parent", str(os.getpid())]
 
     def _launch(self) -> None:
         (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
@@ -859,7 +860,8 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
                     else:
                         runs.append(_life_program(s, n, r, order, cals[s], binary=binary,
                                                   poll_interval=poll_interval, timeout=timeout,
-                                                  measure_quit=measure_quit, confirm=confirm))
+                                                  measure_quit=measure_quit and s != "floor",
+                                                  confirm=confirm))
                     bar.update(1)
     finally:
         bar.close()
