@@ -13,8 +13,12 @@ its side is reported as skipped, with the reason, and never estimated.
     ``python -m ngxlab run`` (:class:`~ngxlab.lab.run.MasterProcess`); nginx
     is :class:`~ngxlab.lab.nginx.Nginx` with ``keeper=False``, so that nginx
     is this process's own child (the keeper is a Python process whose
-    start-up would be counted against nginx). Both are started with
-    ``Runner.launch()``, and the clock starts just before its
+    start-up would be counted against nginx). The Python floor is
+    ``python -m ngxlab.lab.floor`` (:class:`FloorProcess`;
+    :mod:`ngxlab.lab.floor`), started as ngxlab is: only the mesh's system
+    calls, in Python, so that ngxlab / floor is what ngxlab adds to Python
+    and floor / nginx what Python adds to C (:data:`FLOOR_TARGET`). All are
+    started with ``Runner.launch()``, and the clock starts just before its
     ``subprocess.Popen`` (``launched_at``). The
     in-process variant (``lab.Master``: this process is the master and forks
     the workers itself) is measured too, for reference, from the call that
