@@ -72,6 +72,9 @@ def _child(slot, pairs, parent):
 
 
 def main(argv=None):
+    """The floor's master: ``--workers N --prefix DIR [--parent PID]``. Writes
+    ``DIR/logs/floor.pid``, builds the mesh, waits for SIGTERM, SIGQUIT or
+    SIGINT (or for its parent to go), stops its children, returns 0."""
     argv = sys.argv[1:] if argv is None else argv
     args = dict(zip(argv[::2], argv[1::2]))
     n = int(args["--workers"])
