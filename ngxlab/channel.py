@@ -52,7 +52,6 @@ Deviations:
 
 from __future__ import annotations
 
-import array
 import atexit
 import errno
 import os
@@ -135,6 +134,7 @@ class ngx_channel_t:
 
 _SIZE = sizeof(ngx_channel_t)
 _INT = struct.Struct("i")
+_INT_SIZE = _INT.size
 _CMSG_SPACE_INT = socket.CMSG_SPACE(_INT.size)
 _CMSG_LEN_INT = socket.CMSG_LEN(_INT.size)
 # CMSG_LEN(n) is the aligned header's size plus n: this is CMSG_LEN(0)
@@ -201,7 +201,8 @@ def _rights(ancdata):
     fds = []
     for level, type_, data in ancdata:
         if level == _SOL_SOCKET and type_ == _SCM_RIGHTS:
-            fds.extend(array.array("i", data[:len(data) - len(data) % _INT.size]))
+            for (fd,) in _INT.iter_unpack(data[:len(data) - len(data) % _INT_SIZE]):
+                fds.append(fd)
     return fds
 
 
