@@ -21,7 +21,6 @@ Not a mirror of nginx: nothing here has an ``ngx_`` name.
 from __future__ import annotations
 
 import array
-import collections
 import errno
 import os
 import resource
@@ -89,9 +88,6 @@ def _receive_fds(sock: socket.socket, per_message: int, seconds: float,
                  interval: float) -> list[float]:
     window, ack_every, warmup = _window(per_message)
     recvmsg, send, close = sock.recvmsg, sock.send, os.close
-    # consumes an iterator in C: drain(map(close, fds)) closes each one
-    # without a Python-level loop (the C receiver's loop is one close() each)
-    drain = collections.deque(maxlen=0).extend
     # int(): socket.MSG_CTRUNC is an IntFlag, and `flags & IntFlag` builds
     # an enum member, about 0.5 µs each time.
     space, size, clock, ctrunc = (socket.CMSG_SPACE(4 * per_message), MESSAGE_SIZE,
@@ -107,7 +103,8 @@ def _receive_fds(sock: socket.socket, per_message: int, seconds: float,
         got = 0
         for _level, _type, cdata in anc:
             fds = array.array("i", cdata)
-            drain(map(close, fds))          # os.close() on each, the loop in C
+            for fd in fds:
+                close(fd)
             got += len(fds)
         return got
 
@@ -130,7 +127,8 @@ def _receive_fds(sock: socket.socket, per_message: int, seconds: float,
             raise BenchError("recvmsg() truncated the descriptors (MSG_CTRUNC)")
         for _level, _type, cdata in anc:
             fds = array.array("i", cdata)
-            drain(map(close, fds))
+            for fd in fds:
+                close(fd)
             in_interval += len(fds)
         messages += 1
         if messages % ack_every == 0:
