@@ -30,7 +30,6 @@ Deviations (from ``nginx`` and ``nginx -s``):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -256,6 +255,7 @@ def read_table(prefix, pid=None):
     master's ``logs/ngxlab.slots`` (or, for an old master while a new binary
     runs, ``logs/ngxlab.slots.oldbin``): the table written by master ``pid``
     when it is given."""
+    import json
     for name in ("ngxlab.slots", "ngxlab.slots.oldbin"):
         try:
             with open(os.path.join(prefix, "logs", name)) as f:

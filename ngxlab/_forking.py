@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
-import warnings
-from typing import NoReturn
+
+# Neither typing (for NoReturn, an annotation never evaluated here) nor
+# traceback (for a child that fails) nor warnings (for 3.12's warning) is
+# imported up front: they would be on every master's way to its first fork.
 
 __all__ = ["fork", "run_child", "exit", "exit_code"]
+
+# Python 3.12 and later warn when a process with several threads forks
+_WARNS_ON_FORK = sys.version_info >= (3, 12)
 
 
 def _flush():
@@ -33,6 +37,9 @@ def fork() -> int:
     """``os.fork()`` after flushing, with 3.12's multi-threaded-fork warning
     silenced for this call only. Raises ``OSError`` like ``os.fork``."""
     _flush()
+    if not _WARNS_ON_FORK:
+        return os.fork()
+    import warnings
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=r".*use of fork\(\) may lead to deadlocks",
@@ -40,7 +47,7 @@ def fork() -> int:
         return os.fork()
 
 
-def run_child(fn, *args) -> NoReturn:
+def run_child(fn, *args) -> "NoReturn":
     """Run ``fn(*args)`` in a freshly forked child and ``os._exit`` with its
     status: 0 when it returns, the code of ``SystemExit``, 1 after printing
     the traceback of any other exception (KeyboardInterrupt included)."""
@@ -52,6 +59,7 @@ def run_child(fn, *args) -> NoReturn:
         code = exit_code(e)
     except BaseException:
         try:
+            import traceback
             traceback.print_exc()
         except BaseException:
             pass
@@ -71,7 +79,7 @@ def exit_code(e: SystemExit) -> int:
     return 1
 
 
-def exit(code: int) -> NoReturn:
+def exit(code: int) -> "NoReturn":
     """End this process now with ``code``, after flushing (a forked child
     must not run its parent's ``atexit`` handlers or finalizers)."""
     _flush()

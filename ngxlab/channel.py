@@ -52,7 +52,6 @@ Deviations:
 
 from __future__ import annotations
 
-import array
 import atexit
 import errno
 import os
@@ -135,8 +134,11 @@ class ngx_channel_t:
 
 _SIZE = sizeof(ngx_channel_t)
 _INT = struct.Struct("i")
+_INT_SIZE = _INT.size
 _CMSG_SPACE_INT = socket.CMSG_SPACE(_INT.size)
 _CMSG_LEN_INT = socket.CMSG_LEN(_INT.size)
+# CMSG_LEN(n) is the aligned header's size plus n: this is CMSG_LEN(0)
+_CMSG_HDR = socket.CMSG_LEN(0)
 _SOL_SOCKET = int(socket.SOL_SOCKET)
 _SCM_RIGHTS = int(socket.SCM_RIGHTS)
 # plain ints: `int & IntFlag` builds an enum member on every call
@@ -154,15 +156,13 @@ _observers: list = []
 # ngx_channel_handler does not know; empty, nothing changes.
 _extensions: dict = {}
 
-# Socket objects wrapping descriptor numbers. They are never closed through
-# this table: a descriptor is closed by number (os.close / ngx_close_channel)
-# and a number reused later names the new descriptor, as it does in C.
-_sockets: dict[int, socket.socket] = {}
+class _Sockets(dict):
+    """Socket objects wrapping descriptor numbers, ``_sockets[s]``, each made
+    on first use. They are never closed through this table: a descriptor is
+    closed by number (os.close / ngx_close_channel) and a number reused
+    later names the new descriptor, as it does in C."""
 
-
-def _sock(s: int) -> socket.socket:
-    sock = _sockets.get(s)
-    if sock is None:
+    def __missing__(self, s: int) -> socket.socket:
         if s < 0:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         # SOCK_NONBLOCK in the type makes the object's timeout 0 without
@@ -171,8 +171,11 @@ def _sock(s: int) -> socket.socket:
         # timeout would turn EAGAIN into a wait and a TimeoutError)
         sock = socket.socket(socket.AF_UNIX,
                              socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, s)
-        _sockets[s] = sock
-    return sock
+        self[s] = sock
+        return sock
+
+
+_sockets: dict[int, socket.socket] = _Sockets()
 
 
 @atexit.register
@@ -193,13 +196,13 @@ def _close_fds(fds):
 
 
 def _rights(ancdata):
-    """Every descriptor the kernel installed from SCM_RIGHTS messages."""
+    """Every descriptor the kernel installed from SCM_RIGHTS messages (a
+    truncated control message may end in part of an int: not a descriptor)."""
     fds = []
     for level, type_, data in ancdata:
         if level == _SOL_SOCKET and type_ == _SCM_RIGHTS:
-            a = array.array("i")
-            a.frombytes(data[:len(data) - len(data) % a.itemsize])
-            fds.extend(a)
+            for (fd,) in _INT.iter_unpack(data[:len(data) - len(data) % _INT_SIZE]):
+                fds.append(fd)
     return fds
 
 
@@ -211,17 +214,18 @@ def ngx_write_channel(s, ch, size, log):
     ``NGX_AGAIN`` when the socket buffer is full (not logged), or
     ``NGX_ERROR`` after logging "sendmsg() failed" at alert level.
     """
-    data = _pack(ch.command, ch.pid, ch.slot, ch.fd)     # bytes(ch)
+    fd = ch.fd
+    data = _pack(ch.command, ch.pid, ch.slot, fd)     # bytes(ch)
     if size != _SIZE:
         data = data[:size].ljust(size, b"\0")
 
-    if ch.fd == -1:
+    if fd == -1:
         ancdata = ()
     else:
-        ancdata = ((_SOL_SOCKET, _SCM_RIGHTS, _INT.pack(ch.fd)),)
+        ancdata = ((_SOL_SOCKET, _SCM_RIGHTS, _INT.pack(fd)),)
 
     try:
-        (_sockets.get(s) or _sock(s)).sendmsg((data,), ancdata)
+        _sockets[s].sendmsg((data,), ancdata)
     except BlockingIOError:
         return NGX_AGAIN
     except OSError as e:
@@ -235,7 +239,7 @@ def ngx_write_channel(s, ch, size, log):
     return NGX_OK
 
 
-def ngx_read_channel(s, ch, size, log, *, nginx_quirks=False):
+def ngx_read_channel(s, ch, size, log, nginx_quirks=False):
     """Read one message of ``size`` bytes from ``s`` into ``ch``.
 
     Returns the number of bytes read (32), ``NGX_AGAIN`` when nothing is
@@ -247,11 +251,12 @@ def ngx_read_channel(s, ch, size, log, *, nginx_quirks=False):
     descriptor this process received (its own number, not the sender's).
 
     ``nginx_quirks=True`` keeps nginx's behaviour exactly: truncation is only
-    logged, and descriptors the caller is not given stay open (leaked).
+    logged, and descriptors the caller is not given stay open (leaked). (It
+    is not keyword-only: a function with keyword-only parameters takes a
+    slower call path in CPython, and this is the channel's hot path.)
     """
     try:
-        data, ancdata, flags, _ = (_sockets.get(s) or _sock(s)).recvmsg(
-            size, _CMSG_SPACE_INT)
+        data, ancdata, flags, _ = _sockets[s].recvmsg(size, _CMSG_SPACE_INT)
     except BlockingIOError:
         return NGX_AGAIN
     except OSError as e:
@@ -281,7 +286,7 @@ def ngx_read_channel(s, ch, size, log, *, nginx_quirks=False):
 
         if ancdata:
             level, type_, cdata = ancdata[0]
-            cmsg_len = socket.CMSG_LEN(len(cdata))
+            cmsg_len = _CMSG_HDR + len(cdata)       # CMSG_LEN(len(cdata))
         else:
             level = type_ = cmsg_len = 0
 
@@ -309,7 +314,7 @@ def ngx_read_channel(s, ch, size, log, *, nginx_quirks=False):
             ch.fd = -1
             return NGX_ERROR
 
-    if not nginx_quirks and len(fds) > (kept != -1):
+    if fds and not nginx_quirks and len(fds) > (kept != -1):
         extension = _extensions.get(ch.command)
         if extension is not None:           # ngxlab's: see ngxlab.beyond
             extension.descriptors(ch, fds, log)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
+import _thread
 import time
 
 __all__ = [
@@ -102,7 +102,7 @@ class ngx_log_t:
             self._open()
         else:
             self._stream = file
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()     # threading.Lock, without importing threading
 
     def _open(self):
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT

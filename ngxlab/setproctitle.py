@@ -8,20 +8,32 @@ instead (``prctl(PR_SET_NAME)``), which ``ps -o comm``, ``top`` and
 Deviations:
 
 - Only the short name is set, not the full command line.
+- The name is written to ``/proc/self/comm``, which sets what
+  ``prctl(PR_SET_NAME)`` sets for the calling (main) thread, without
+  ``ctypes``: loading ctypes would cost the master a few milliseconds before
+  its first fork. ``prctl`` through ctypes remains the fallback where
+  ``/proc`` cannot be written.
 """
 
 from __future__ import annotations
 
-import ctypes
+import os
 
 __all__ = ["ngx_setproctitle"]
 
 _PR_SET_NAME = 15
-_libc = ctypes.CDLL(None, use_errno=True)    # made once, before any fork
 
 
 def ngx_setproctitle(title):
     """Name this process "ngxlab: <first word of title>" ("master process"
     gives "ngxlab: master")."""
     name = ("ngxlab: " + title.split()[0]).encode()[:15]
-    _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+    try:
+        fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, name)
+        finally:
+            os.close(fd)
+    except OSError:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)

@@ -26,6 +26,9 @@ def test_bench_quick_writes_results_and_figures(tmp_path, nginx_bin, cc):
     text = done.stdout
     r = json.loads((out / "results.json").read_text())
     assert f"ngxlab bench on {r['machine_line']}" in text
+    # which Python ran, and whether ngxlab's .pyc files were current
+    assert r["interpreter"].startswith(("CPython", "PyPy")) and ".pyc:" in r["interpreter"]
+    assert f"Python: {r['interpreter']}" in text
     m = r["machine"]
     assert m["cores"] >= 1 and m["nginx"] and m["compiler"] and m["pyc"] and m["kernel"]
     assert r["quick"] is True and r["command"] == "ngxlab bench --quick"
@@ -58,6 +61,15 @@ def test_bench_quick_writes_results_and_figures(tmp_path, nginx_bin, cc):
         row = next(x for x in r["ratios"] if x["measure"] == f"start-up to full mesh, N={n}")
         assert row["ratio"] == pytest.approx(statistics.median(lab) / statistics.median(ngx))
         assert all(x["confirmed"] for x in runs if x["n"] == n)
+        # the Python floor, in the same interleaved run: ngxlab / floor and floor / nginx
+        floor = [x["mesh_ms"] for x in runs if x["system"] == "floor" and x["n"] == n]
+        assert len(floor) == len(lab)
+        for subject, reference, a, b in (("ngxlab", "floor", lab, floor),
+                                         ("floor", "nginx", floor, ngx)):
+            row = next(x for x in r["ratios"] if (x["measure"], x["subject"], x["reference"])
+                       == (f"start-up to full mesh, N={n}", subject, reference))
+            assert row["ratio"] == pytest.approx(statistics.median(a) / statistics.median(b))
+    assert "ngxlab/floor" in text and "floor/nginx" in text
     assert all(c["matches_formula"] for c in r["descriptors_vs_n"]["counts"])
     assert r["scm_rights_limit"] == {"253": "ok", "254": "EINVAL"}
 

@@ -36,10 +36,13 @@ def _gone(pid: int) -> bool:
             data = f.read()
         with open(f"/proc/{pid}/comm") as f:
             comm = f.read().strip()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            floor = b"ngxlab.lab.floor" in f.read()
     except OSError:
         return True
     state = data[data.rfind(b")") + 2:].split()[0]
-    return state in (b"Z", b"X") or not (comm.startswith("nginx") or comm.startswith("ngxlab"))
+    return state in (b"Z", b"X") or not (comm.startswith("nginx") or comm.startswith("ngxlab")
+                                         or floor)
 
 
 def _assert_all_gone(runs) -> None:
@@ -76,7 +79,7 @@ def test_startup_structure(startup):
     r = startup
     assert r.nginx_skipped is None and r.nginx_version
     assert r.ns == (1, 3) and r.repeats == 2
-    assert r.systems() == ["ngxlab", "nginx", "inprocess"]
+    assert r.systems() == ["ngxlab", "nginx", "floor", "inprocess"]
     for n in r.ns:
         for s in r.systems():
             runs = [x for x in r.runs if x.system == s and x.n == n]
@@ -90,6 +93,8 @@ def test_startup_structure(startup):
                 assert x.workers_cpu_ms > 0 and x.worker_page_faults > 0
                 if s == "inprocess":
                     assert x.master_cpu_ms is None and x.quit_workers_ms is None
+                elif s == "floor":                          # its QUIT is not timed
+                    assert x.master_cpu_ms > 0 and x.quit_workers_ms is None
                 else:
                     assert x.master_cpu_ms > 0
                     assert 0 < x.quit_workers_ms <= x.quit_master_ms
@@ -99,14 +104,19 @@ def test_startup_structure(startup):
                                            / statistics.median(r.values("nginx", n)))
         after = r.after_first_fork("ngxlab", n)
         assert len(after) == 2 and all(x >= 0 for x in after)
+        # the Python floor splits the ratio: ngxlab / floor times floor / nginx
+        lab, floor, ngx = (statistics.median(r.values(s, n)) for s in ("ngxlab", "floor", "nginx"))
+        assert r.floor_ratio(n) == pytest.approx(lab / floor)
+        assert r.floor_over_nginx(n) == pytest.approx(floor / ngx)
+        assert r.floor_ratio(n) * r.floor_over_nginx(n) == pytest.approx(r.ratio(n))
     # interleaved: every (N, repeat) has one run of each system, and the first alternates
     firsts = []
     for rep in range(2):
         for n in r.ns:
             group = sorted((x for x in r.runs if x.n == n and x.repeat == rep),
                            key=lambda x: x.order)
-            assert [x.order for x in group] == [0, 1, 2]
-            assert {x.system for x in group} == {"ngxlab", "nginx", "inprocess"}
+            assert [x.order for x in group] == [0, 1, 2, 3]
+            assert {x.system for x in group} == {"ngxlab", "nginx", "floor", "inprocess"}
             firsts.append(group[0].system)
     assert len(set(firsts)) > 1
     # Python's own start-up, measured in the same rotation
@@ -130,9 +140,15 @@ def test_startup_structure(startup):
     rows = r.ratios()
     assert [row["measure"] for row in rows][:2] == ["start-up to full mesh, N=1",
                                                      "start-up to full mesh, N=3"]
-    assert all(row["target"] is None for row in rows)        # the target is at N = 32
+    pairs = [(row["subject"], row["reference"]) for row in rows]
+    assert pairs[:6] == [("ngxlab", "nginx")] * 2 + [("ngxlab", "floor")] * 2 \
+        + [("floor", "nginx")] * 2
+    for row in rows[2:6]:
+        assert row["ratio"] == pytest.approx(row["subject_median"] / row["reference_median"])
+    assert all(row["target"] is None for row in rows)        # the targets are at N = 32
     json.dumps(r.to_dict())
-    assert "ngxlab ms" in r.table()
+    assert "ngxlab ms" in r.table() and "ngxlab/floor" in r.table()
+    assert "Python: CPython" in r.table() or "Python: " in r.table()
     _assert_all_gone(r.runs)
 
 
@@ -206,7 +222,8 @@ def test_nginx_missing_is_reported_as_skipped():
     assert path is None and why
     r = timing.startup_to_mesh((1,), 1, nginx_binary=MISSING, inprocess=False, python=False)
     assert r.nginx_skipped == why
-    assert r.systems() == ["ngxlab"]
+    assert r.systems() == ["ngxlab", "floor"]
+    assert r.floor_ratio(1) is not None and r.floor_over_nginx(1) is None
     assert not any(x.system == "nginx" for x in r.runs)
     assert r.ratio(1) is None and r.ratio_after_first_fork(1) is None
     assert r.samples("nginx", 1).skipped == why

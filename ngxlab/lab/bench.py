@@ -6,8 +6,10 @@ in this order, interleaved inside each measurement:
 - what a channel message costs (:mod:`ngxlab.lab.cost`: round trips beside
   raw Python, C and ``multiprocessing``; forks beside C) and how many
   descriptors pass per second (:mod:`ngxlab.lab.fdpass`);
-- how the mesh forms and goes with N beside a real nginx
-  (:mod:`ngxlab.lab.timing`) and how many descriptors each process holds
+- how the mesh forms and goes with N beside a real nginx and beside the
+  Python floor (:mod:`ngxlab.lab.floor`: only the mesh's system calls, in
+  Python), all in one interleaved run (:mod:`ngxlab.lab.timing`: ngxlab /
+  floor is ours to close, floor / nginx is Python's), and how many descriptors each process holds
   (:mod:`ngxlab.lab.descriptors`); without nginx its side is reported as
   skipped, with the reason, never estimated;
 - under fire (:mod:`ngxlab.lab.fire`): the same bounded load on ngxlab and
@@ -23,7 +25,8 @@ runs every section in a short form (``QUICK``, and
 for (``--only scale``, several minutes): a reload and a QUIT of 400 workers,
 ngxlab beside nginx (:mod:`ngxlab.lab.scale`; 50 workers with ``--quick``).
 
-It then writes ``results.json`` (every median, the machine it ran on, the
+It then writes ``results.json`` (every median, the machine it ran on, which
+Python ran and whether ngxlab's ``.pyc`` files were current, the
 command), prints the ratios beside the targets the book tracks
 (:data:`TARGETS`; a missed target says NO), and draws the figures
 (:mod:`ngxlab.lab.figures`) when matplotlib is installed; without it the
@@ -94,6 +97,7 @@ def run(out_dir, quick: bool = False, progress: bool = True,
     results: dict[str, Any] = {
         "machine": asdict(machine),
         "machine_line": machine.line(),
+        "interpreter": report.interpreter_line(),
         "quick": quick,
         "command": "ngxlab bench" + (" --quick" if quick else "")
                    + ("" if sections == DEFAULT_SECTIONS else " --only " + " ".join(sections)),

@@ -704,9 +704,9 @@ def _rss_kib() -> int | None:
 
 
 TARGETS = (
-    Target("round trip, no descriptor", "ngxlab", "raw", "<=", 1.15),
+    Target("round trip, no descriptor", "ngxlab", "raw", "<=", 1.10),
     Target("round trip, no descriptor", "ngxlab", "c", "<=", 1.5),
-    Target("round trip, one descriptor", "ngxlab", "raw", "<=", 1.2),
+    Target("round trip, one descriptor", "ngxlab", "raw", "<=", 1.15),
     Target("round trip, no descriptor", "ngxlab", "mp_pipe", "<", 1.0),
     Target(f"descriptors per second, {SCM_MAX_FD} per message", "python", "c", ">=", 0.8),
 )

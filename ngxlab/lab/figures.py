@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter
 from ngxlab.lab.compare import Samples, percentile
 from ngxlab.lab.descriptors import DescriptorsResult
 from ngxlab.lab.report import MachineInfo
-from ngxlab.lab.timing import STARTUP_TARGET, QuitResult, StartupResult
+from ngxlab.lab.timing import FLOOR_TARGET, STARTUP_TARGET, QuitResult, StartupResult
 
 __all__ = ["COLUMN_PX", "DPI", "WIDTH", "MIN_FONT_PT", "small_text", "title_lines",
            "plot_round_trips", "plot_fds_per_second", "plot_startup", "plot_quit",
@@ -64,8 +64,9 @@ def small_text(fig, min_pt: float = MIN_FONT_PT) -> list[str]:
 
 
 _COLORS = {"ngxlab": "#1f77b4", "nginx": "#009639", "inprocess": "#7f7f7f",
-           "ngxlab, no closing": "#d62728"}
+           "floor": "#ff7f0e", "ngxlab, no closing": "#d62728"}
 _LABELS = {"ngxlab": "ngxlab (python -m ngxlab run)", "nginx": "nginx",
+           "floor": "Python floor (python -m ngxlab.lab.floor)",
            "inprocess": "ngxlab in-process (lab.Master)"}
 
 
@@ -168,8 +169,10 @@ def _title(text: str, machine: MachineInfo | None) -> str:
 
 def plot_startup(result: StartupResult, *, phases: bool = True):
     """A matplotlib Figure: start-up to full mesh against N, one line per
-    system (medians, the runs as dots), and the ratio ngxlab / nginx per N
-    with the target at N = 32. Drawn without pyplot."""
+    system (medians, the runs as dots: ngxlab, nginx, the Python floor where
+    it ran), and the ratios per N: ngxlab / nginx with its target at N = 32,
+    and, where the floor ran, ngxlab / floor (with its target) and floor /
+    nginx. Drawn without pyplot."""
     fig = Figure(figsize=(WIDTH, 8.6), layout="constrained")
     ax, ax2 = fig.subplots(2, 1, gridspec_kw=dict(height_ratios=[3, 2]))
     for s in result.systems():
@@ -214,8 +217,17 @@ def plot_startup(result: StartupResult, *, phases: bool = True):
                      label="from the first fork on (same runs)")
         tn, bound = STARTUP_TARGET
         ax2.axhline(bound, color="black", linestyle=":", linewidth=1)
-        ax2.annotate(f"target at N={tn}: ≤ {bound:g}", (xs[0], bound), fontsize=_SMALL,
-                     xytext=(2, 3), textcoords="offset points")
+        ax2.annotate(f"ngxlab / nginx target at N={tn}: ≤ {bound:g}", (xs[0], bound),
+                     fontsize=_SMALL, xytext=(2, 3), textcoords="offset points")
+        if "floor" in result.systems():
+            fl = [(n, result.floor_ratio(n), result.floor_over_nginx(n)) for n in xs]
+            ax2.plot([n for n, r, _ in fl if r is not None], [r for _, r, _ in fl if r is not None],
+                     "^-", color=_COLORS["floor"], label="ngxlab / floor (ours)")
+            ax2.plot([n for n, _, r in fl if r is not None], [r for _, _, r in fl if r is not None],
+                     "v:", color=_COLORS["floor"], label="floor / nginx (Python's)")
+            fn, fbound = FLOOR_TARGET
+            ax2.plot([fn], [fbound], "_", color=_COLORS["floor"], markersize=18,
+                     markeredgewidth=2, label=f"ngxlab / floor target at N={fn}: ≤ {fbound:g}")
         ax2.axhline(1.0, color=_COLORS["nginx"], linewidth=0.8)
         ax2.set_xscale("log", base=2)
         ax2.set_xticks(xs, [str(n) for n in xs])
@@ -224,7 +236,8 @@ def plot_startup(result: StartupResult, *, phases: bool = True):
         _from_zero(ax2)
         ax2.grid(True, alpha=0.3)
         ax2.legend(fontsize=_SMALL)
-        ax2.set_title("ngxlab / nginx", fontsize=_TITLE)
+        ax2.set_title("ratios of medians" if "floor" in result.systems()
+                      else "ngxlab / nginx", fontsize=_TITLE)
     fig.suptitle(_title("Time from start until every worker holds its full channel set",
                         result.machine), fontsize=_TITLE)
     return fig

@@ -36,7 +36,7 @@ except ImportError:
     _tqdm = None
 
 __all__ = ["MachineInfo", "machine_info", "loadavg", "bar", "progress_bar", "print_rows",
-           "readme_table", "update_readme", "SAVED"]
+           "readme_table", "update_readme", "SAVED", "interpreter_line", "pyc_state"]
 
 SAVED = Path(__file__).resolve().parent / "data" / "bench.json"   # the run kept in the repository
 README_START = "<!-- bench table: generated from ngxlab/lab/data/bench.json -->\n"
@@ -155,16 +155,55 @@ def machine_info() -> MachineInfo:
     )
 
 
+def _pyc_current(source: str) -> bool:
+    """Whether ``source`` has a .pyc that Python would use: one in
+    ``__pycache__`` for this interpreter whose header records the source's
+    modification time and size (a stale one is compiled again)."""
+    try:
+        st = os.stat(source)
+        with open(importlib.util.cache_from_source(source), "rb") as f:
+            head = f.read(16)
+    except (OSError, NotImplementedError):
+        return False
+    if len(head) < 16 or head[:4] != importlib.util.MAGIC_NUMBER:
+        return False
+    flags = int.from_bytes(head[4:8], "little")
+    if flags & 1:                       # hash-based: checked or not, it is used
+        return True
+    return (int.from_bytes(head[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(head[12:16], "little") == st.st_size & 0xFFFFFFFF)
+
+
+def pyc_state() -> tuple[int, int]:
+    """(modules with a current .pyc, modules) for ngxlab's mirrors and
+    command line (``ngxlab/*.py``: what ``python -m ngxlab run`` imports)."""
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sources = sorted(os.path.join(pkg, f) for f in os.listdir(pkg) if f.endswith(".py"))
+    return sum(_pyc_current(s) for s in sources), len(sources)
+
+
 def _pyc() -> str:
     """Whether this interpreter writes .pyc files, and whether ngxlab's
-    master code has one to read (a program started with ``python -m
-    ngxlab`` imports faster from one)."""
-    source = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))), "ngxlab", "nginx.py")
-    cached = os.path.exists(importlib.util.cache_from_source(source))
+    mirrors have current ones to read (a program started with ``python -m
+    ngxlab`` imports faster from them: without, every start compiles them)."""
+    cached, total = pyc_state()
     writes = not sys.dont_write_bytecode
     return (("writes .pyc" if writes else "no .pyc written")
-            + (", ngxlab's cached" if cached else ", ngxlab's not cached"))
+            + (", ngxlab's cached" if cached == total else ", ngxlab's not cached"
+               if cached == 0 else f", ngxlab's cached for {cached} of {total} modules"))
+
+
+def interpreter_line() -> str:
+    """Which Python ran and whether ngxlab's .pyc files were used, in one
+    line: version, implementation, virtual environment or not, the
+    executable's name, and :func:`pyc_state`."""
+    cached, total = pyc_state()
+    venv = sys.prefix != sys.base_prefix
+    return (f"{platform.python_implementation()} {platform.python_version()} "
+            f"({os.path.basename(sys.executable)}{', in a virtual environment' if venv else ''}); "
+            f".pyc: {cached} of {total} of ngxlab's modules current"
+            f"{'' if cached == total else ' (the rest are compiled at every start)'}; "
+            f"PYTHONDONTWRITEBYTECODE {'set' if sys.dont_write_bytecode else 'not set'}")
 
 
 
@@ -216,6 +255,7 @@ def print_rows(rows: list[dict], machine: MachineInfo, title: str = "ngxlab benc
     naming the machine: medians, ratio, target and whether it was met."""
     file = file or sys.stdout
     print(f"{title} on {machine.line()}", file=file)
+    print(f"Python: {interpreter_line()}", file=file)
     head = f"{'measure':<52} {'subject':>26} {'reference':>22} {'ratio':>7} {'target':>8}  met"
     print(head, file=file)
     print("-" * len(head), file=file)

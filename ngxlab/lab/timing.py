@@ -13,8 +13,12 @@ its side is reported as skipped, with the reason, and never estimated.
     ``python -m ngxlab run`` (:class:`~ngxlab.lab.run.MasterProcess`); nginx
     is :class:`~ngxlab.lab.nginx.Nginx` with ``keeper=False``, so that nginx
     is this process's own child (the keeper is a Python process whose
-    start-up would be counted against nginx). Both are started with
-    ``Runner.launch()``, and the clock starts just before its
+    start-up would be counted against nginx). The Python floor is
+    ``python -m ngxlab.lab.floor`` (:class:`FloorProcess`;
+    :mod:`ngxlab.lab.floor`), started as ngxlab is: only the mesh's system
+    calls, in Python, so that ngxlab / floor is what ngxlab adds to Python
+    and floor / nginx what Python adds to C (:data:`FLOOR_TARGET`). All are
+    started with ``Runner.launch()``, and the clock starts just before its
     ``subprocess.Popen`` (``launched_at``). The
     in-process variant (``lab.Master``: this process is the master and forks
     the workers itself) is measured too, for reference, from the call that
@@ -71,6 +75,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ngxlab.lab import proc, report
@@ -79,21 +84,25 @@ from ngxlab.lab.compare import Samples, Target, percentile, rotated, row
 from ngxlab.lab.master import Master
 from ngxlab.lab.nginx import Nginx, find_nginx, nginx_available
 from ngxlab.lab.report import MachineInfo, machine_info
+from ngxlab.lab.proc import Proc
 from ngxlab.lab.run import MasterProcess
-from ngxlab.lab.runner import ngxlab_env
+from ngxlab.lab.runner import Runner, RunnerError, RunnerTimeout, Worker, ngxlab_env
 
 __all__ = [
-    "TimingError", "Calibration", "LifeRun", "StartupResult", "QuitResult",
-    "DEFAULT_NS", "QUICK_NS", "STARTUP_TARGET", "TARGETS", "SYSTEMS",
+    "TimingError", "Calibration", "LifeRun", "StartupResult", "QuitResult", "FloorProcess",
+    "DEFAULT_NS", "QUICK_NS", "STARTUP_TARGET", "FLOOR_TARGET", "TARGETS", "SYSTEMS",
     "calibrate", "python_startup", "startup_to_mesh", "quit_to_exit", "profile_master_start",
 ]
 
 DEFAULT_NS = (1, 2, 4, 8, 16, 32)
 QUICK_NS = (1, 4, 16, 32)
-SYSTEMS = ("ngxlab", "nginx", "inprocess")
+SYSTEMS = ("ngxlab", "nginx", "floor", "inprocess")
 STARTUP_TARGET = (32, 1.5)      # 32 workers to a complete mesh in <= 1.5 x nginx's time
+FLOOR_TARGET = (32, 1.3)        # ... and in <= 1.3 x the Python floor's
 TARGETS = (Target(f"start-up to full mesh, N={STARTUP_TARGET[0]}", "ngxlab", "nginx", "<=",
-                  STARTUP_TARGET[1]),)
+                  STARTUP_TARGET[1]),
+           Target(f"start-up to full mesh, N={FLOOR_TARGET[0]}", "ngxlab", "floor", "<=",
+                  FLOOR_TARGET[1]))
 
 
 
@@ -120,6 +129,76 @@ def _epoll_count(pid: int) -> int:
         return -1
     targets = proc.epoll_set(pid, found[0])
     return -1 if targets is None else len(targets)
+
+
+# -- the Python floor's runner ------------------------------------------------------
+
+
+class FloorProcess(Runner):
+    """``python -m ngxlab.lab.floor --workers N --prefix DIR`` (see
+    :mod:`ngxlab.lab.floor`) as a runner: started as ``MasterProcess``
+    starts ``ngxlab run`` (the same interpreter, ``-m``, environment and
+    session), known by its pid file (``logs/floor.pid``, written before its
+    first fork); its slots are its children in the order they started (it
+    never respawns)."""
+
+    Error = RunnerError
+    Timeout = RunnerTimeout
+    _tmp_prefix = "ngxlab-floor-"
+    _stderr_name = "logs/stderr.log"
+
+    @property
+    def log_path(self) -> Path:
+        return self.prefix / "logs" / "error.log"      # the floor logs nothing
+
+    @property
+    def pid_path(self) -> Path:
+        return self.prefix / "logs" / "floor.pid"
+
+    def command(self) -> list[str]:
+        return self._command_prefix() + [sys.executable, "-m", "ngxlab.lab.floor",
+                                         "--workers", str(self.n), "--prefix", str(self.prefix),
+                                         "--parent", str(os.getpid())]
+
+    def _launch(self) -> None:
+        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            self.pid_path.unlink()
+        except FileNotFoundError:
+            pass
+        argv, env = self.command(), ngxlab_env()
+        with open(self.prefix / self._stderr_name, "ab") as err:
+            self.launched_at = time.perf_counter()
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                     close_fds=True, cwd=str(self.prefix), env=env,
+                                     start_new_session=True)
+        self._guard.popen = popen
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            pid = self.read_pid()
+            ref = Proc.of(pid) if pid == popen.pid else None
+            if ref is not None:
+                self._master = ref
+                self._guard.note(ref)
+                return
+            if popen.poll() is not None:
+                self.returncode = popen.returncode
+                raise self.Error(f"the floor exited with status {popen.returncode} during "
+                                 f"start-up" + self._hint())
+            if time.monotonic() >= deadline:
+                raise self.Timeout("the floor wrote no pid file in time" + self._hint())
+            time.sleep(0.005)
+
+    def _table(self) -> list[Worker]:
+        master = self._master
+        if master is None or not master.alive():
+            return []
+        kids = [Proc.of(pid) for pid in proc.children(master.pid) or []]
+        kids = sorted((k for k in kids if k is not None), key=lambda k: (k.start, k.pid))
+        for k in kids:
+            self._guard.workers.add(k)
+        return [Worker(slot, k.pid) for slot, k in enumerate(kids)]
+
 
 
 # -- calibration -------------------------------------------------------------------
@@ -191,7 +270,7 @@ def _settle(get_census: Callable[[], Census], n: int, timeout: float, what: str)
 
 def calibrate(system: str, *, binary=None, n: int = 2, timeout: float = 20.0,
               refresh: bool = False) -> Calibration:
-    """Start ``system`` ("ngxlab", "nginx" or "inprocess") with ``n`` workers,
+    """Start ``system`` ("ngxlab", "nginx", "floor" or "inprocess") with ``n`` workers,
     wait for the full mesh with the census, and read what each process holds
     besides its channels. Cached per system for this process (``refresh``
     measures again). Doubles as the warm-up before timed runs."""
@@ -355,9 +434,11 @@ def _ms(t: float | None, t0: float) -> float | None:
 
 
 def _runner(system: str, n: int, binary, timeout: float):
-    """The runner of ``system`` ("ngxlab" or "nginx"), not started."""
+    """The runner of ``system`` ("ngxlab", "floor" or "nginx"), not started."""
     if system == "ngxlab":
         return MasterProcess(n, start_timeout=timeout)
+    if system == "floor":
+        return FloorProcess(n, start_timeout=timeout)
     return Nginx(n, binary=binary, keeper=False, start_timeout=timeout)
 
 
@@ -544,6 +625,7 @@ class StartupResult:
     machine: MachineInfo
     poll_interval_ms: float
     duration_s: float = 0.0
+    interpreter: str | None = None      # report.interpreter_line(): which Python, .pyc or not
 
     def systems(self) -> list[str]:
         return [s for s in SYSTEMS if any(r.system == s for r in self.runs)]
@@ -566,6 +648,21 @@ class StartupResult:
     def ratio(self, n: int, system: str = "ngxlab") -> float | None:
         """median(system) / median(nginx) at ``n``, both from this run; None without nginx."""
         return None if self.nginx_skipped else self.samples(system, n).ratio
+
+    def ratio_to(self, n: int, system: str, reference: str) -> float | None:
+        """median(system) / median(reference) at ``n``, both from this run
+        (e.g. ``ratio_to(32, "ngxlab", "floor")``); None where either was
+        not measured."""
+        a, b = self.median(system, n), self.median(reference, n)
+        return None if a is None or not b else a / b
+
+    def floor_ratio(self, n: int) -> float | None:
+        """ngxlab / the Python floor at ``n`` (what ngxlab adds to Python)."""
+        return self.ratio_to(n, "ngxlab", "floor")
+
+    def floor_over_nginx(self, n: int) -> float | None:
+        """The Python floor / nginx at ``n`` (what Python adds to C)."""
+        return None if self.nginx_skipped else self.ratio_to(n, "floor", "nginx")
 
     def import_ms(self) -> float | None:
         """Median start and exit of ``python -c "import ngxlab.nginx"`` (ms)."""
@@ -626,12 +723,23 @@ class StartupResult:
 
     def ratios(self) -> list[dict]:
         """Rows of :func:`ngxlab.lab.compare.row`: ngxlab / nginx per N (with
-        :data:`TARGETS`), and the same from the first fork on."""
+        :data:`TARGETS`); where the floor ran, ngxlab / floor and floor /
+        nginx per N; and ngxlab / nginx from the first fork on."""
         rows = []
         for n in self.ns:
             s = self.samples("ngxlab", n)
             rows.append(row(f"start-up to full mesh, N={n}", "ngxlab", "nginx", s.median,
                             s.reference_median, "ms", TARGETS))
+        if "floor" in self.systems():
+            for n in self.ns:
+                rows.append(row(f"start-up to full mesh, N={n}", "ngxlab", "floor",
+                                self.median("ngxlab", n), self.median("floor", n), "ms",
+                                TARGETS))
+            for n in self.ns:
+                rows.append(row(f"start-up to full mesh, N={n}", "floor", "nginx",
+                                self.median("floor", n),
+                                None if self.nginx_skipped else self.median("nginx", n),
+                                "ms", TARGETS))
         for n in self.ns:
             rows.append(row(f"first fork to full mesh, N={n}", "ngxlab", "nginx",
                             percentile(self.after_first_fork("ngxlab", n), 50),
@@ -640,16 +748,19 @@ class StartupResult:
         return rows
 
     def table(self) -> str:
-        """Two tables, one line per N in each, narrow enough for the book's
-        column: the medians, their ratios and the cost of a look; then the
-        phases (first worker, all forked), the CPU time used and the page
-        faults per worker."""
+        """Three tables, one line per N in each, narrow enough for the book's
+        column: the medians and their ratios (ngxlab, nginx, the Python
+        floor, ngxlab in-process); the phases (first worker, all forked),
+        the CPU time used and the page faults per worker; the cost of a look
+        (one poll of /proc, one census)."""
         head = (f"{'N':>3} {'ngxlab ms':>10} {'nginx ms':>9} {'ratio':>6} {'fork→':>6} "
-                f"{'in-proc ms':>10}  {'poll µs':>8} {'census ms':>9}")
+                f"{'floor ms':>9} {'ngxlab/floor':>12} {'floor/nginx':>11} {'in-proc ms':>10}")
         head2 = (f"{'N':>3} {'ngxlab first/forked':>19} {'nginx first/forked':>18} "
                  f"{'CPU ms ngxlab m+w':>17} {'nginx m+w':>11} {'faults/worker':>13}")
+        head3 = f"{'N':>3} {'poll µs':>8} {'census ms':>9}"
         lines = [head, "-" * len(head)]
         lines2 = [head2, "-" * len(head2)]
+        lines3 = [head3, "-" * len(head3)]
 
         def f(x, fmt="{:.1f}"):
             return "-" if x is None else fmt.format(x)
@@ -664,19 +775,24 @@ class StartupResult:
             lines.append(
                 f"{n:>3} {f(self.median('ngxlab', n)):>10} {f(self.median('nginx', n)):>9} "
                 f"{f(self.ratio(n), '{:.2f}'):>6} {f(self.ratio_after_first_fork(n), '{:.2f}'):>6} "
-                f"{f(self.median('inprocess', n)):>10}  "
-                f"{f(self.poll_us('ngxlab', n), '{:.0f}'):>8} {f(self.census_ms(n)):>9}")
+                f"{f(self.median('floor', n)):>9} {f(self.floor_ratio(n), '{:.2f}'):>12} "
+                f"{f(self.floor_over_nginx(n), '{:.2f}'):>11} "
+                f"{f(self.median('inprocess', n)):>10}")
             lines2.append(
                 f"{n:>3} {f(ph['ngxlab'][0]) + '/' + f(ph['ngxlab'][1]):>19} "
                 f"{f(ph['nginx'][0]) + '/' + f(ph['nginx'][1]):>18} "
                 f"{f(self.cpu_ms('ngxlab', n)[0]) + '+' + f(self.cpu_ms('ngxlab', n)[1]):>17} "
                 f"{f(self.cpu_ms('nginx', n)[0]) + '+' + f(self.cpu_ms('nginx', n)[1]):>11} "
                 f"{faults(n):>13}")
-        lines += [""] + lines2
+            lines3.append(
+                f"{n:>3} {f(self.poll_us('ngxlab', n), '{:.0f}'):>8} {f(self.census_ms(n)):>9}")
+        lines += [""] + lines2 + [""] + lines3
         for name, s in self.python.items():
             lines.append(f"{name}: median {s.median:.1f} ms")
         if self.nginx_skipped:
             lines.append(f"nginx: skipped ({self.nginx_skipped})")
+        if self.interpreter:
+            lines.append(f"Python: {self.interpreter}")
         return "\n".join(lines)
 
     @classmethod
@@ -688,7 +804,8 @@ class StartupResult:
                    python={k: Samples.from_dict(v) for k, v in d["python"].items()},
                    nginx_skipped=d["nginx_skipped"], nginx_version=d["nginx_version"],
                    machine=MachineInfo.from_dict(d["machine"]),
-                   poll_interval_ms=d["poll_interval_ms"], duration_s=d["duration_s"])
+                   poll_interval_ms=d["poll_interval_ms"], duration_s=d["duration_s"],
+                   interpreter=d.get("interpreter"))
 
     def to_dict(self) -> dict:
         return {
@@ -699,6 +816,7 @@ class StartupResult:
             "nginx_skipped": self.nginx_skipped, "nginx_version": self.nginx_version,
             "machine": asdict(self.machine), "machine_line": self.machine.line(),
             "poll_interval_ms": self.poll_interval_ms, "duration_s": self.duration_s,
+            "interpreter": self.interpreter,
             "medians": {s: {str(n): self.median(s, n) for n in self.ns} for s in self.systems()},
             "ratios": self.ratios(),
         }
@@ -707,12 +825,14 @@ class StartupResult:
 def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, *,
                     nginx: bool = True, inprocess: bool = True, quick: bool = False,
                     nginx_binary=None, python: bool = True, measure_quit: bool = False,
+                    floor: bool = True,
                     poll_interval: float = 0.0005, timeout: float = 30.0,
                     confirm: bool = True, progress: bool = False) -> StartupResult:
     """Time from start until every worker holds its full channel set, for
     each N in ``ns``: ngxlab (``python -m ngxlab run``) and nginx interleaved
     (one of each per N and repeat, the order alternating), and lab.Master in
-    this process (``inprocess``) in the same rotation. ``repeats``: 5, or 1
+    this process (``inprocess``) and the Python floor (``floor``:
+    :mod:`ngxlab.lab.floor`, started as ngxlab is) in the same rotation. ``repeats``: 5, or 1
     with ``quick``. ``python``: also time the interpreter's start-up
     (the commands of :func:`python_startup`), inside the same rotation
     (before every N; every other N with ``quick``). ``measure_quit``: also time each QUIT (what
@@ -728,7 +848,8 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
     binary, why = ((None, "not asked for (nginx=False)") if not nginx
                    else nginx_available(nginx_binary))
     version = machine.nginx if binary else None
-    systems = ["ngxlab"] + (["nginx"] if binary else []) + (["inprocess"] if inprocess else [])
+    systems = (["ngxlab"] + (["nginx"] if binary else []) + (["floor"] if floor else [])
+               + (["inprocess"] if inprocess else []))
     cals = {s: calibrate(s, binary=binary if s == "nginx" else None) for s in systems}
     runs: list[LifeRun] = []
     cmds = _startup_commands(binary) if python else {}
@@ -752,7 +873,8 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
                     else:
                         runs.append(_life_program(s, n, r, order, cals[s], binary=binary,
                                                   poll_interval=poll_interval, timeout=timeout,
-                                                  measure_quit=measure_quit, confirm=confirm))
+                                                  measure_quit=measure_quit and s != "floor",
+                                                  confirm=confirm))
                     bar.update(1)
     finally:
         bar.close()
@@ -760,7 +882,8 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
     return StartupResult(ns=ns, repeats=repeats, runs=runs, calibrations=cals, python=py,
                          nginx_skipped=None if binary else why, nginx_version=version,
                          machine=machine, poll_interval_ms=poll_interval * 1000,
-                         duration_s=round(time.monotonic() - started, 3))
+                         duration_s=round(time.monotonic() - started, 3),
+                         interpreter=report.interpreter_line())
 
 
 
@@ -859,7 +982,7 @@ def quit_to_exit(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, *,
         return QuitResult(ns=reuse.ns, repeats=reuse.repeats, runs=runs,
                           nginx_skipped=reuse.nginx_skipped, machine=reuse.machine,
                           duration_s=0.0)
-    res = startup_to_mesh(ns, repeats, nginx=nginx, inprocess=False, quick=quick,
+    res = startup_to_mesh(ns, repeats, nginx=nginx, inprocess=False, floor=False, quick=quick,
                           nginx_binary=nginx_binary, python=False, measure_quit=True,
                           poll_interval=poll_interval, timeout=timeout, confirm=False,
                           progress=progress)

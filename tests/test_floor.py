@@ -1,0 +1,75 @@
+"""The Python floor (ngxlab.lab.floor) and its runner: it builds the same
+mesh as nginx (2N channel ends in the master, N in each worker, matched
+by the census), leaves nothing behind, and imports nothing of ngxlab's
+mirrors nor ctypes (it is the floor of a pure-Python start-up)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ngxlab.lab import proc
+from ngxlab.lab.runner import ngxlab_env
+from ngxlab.lab.timing import FloorProcess, calibrate
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_floor_builds_the_full_mesh_and_goes(n):
+    r = FloorProcess(n)
+    with r:
+        c = r.census()
+        assert c.is_full_mesh(n) and len(c.workers) == n
+        assert c.master.channel_fds == 2 * n
+        assert all(w.channel_fds == n for w in c.workers)
+        assert sorted(r.slots) == list(range(n))
+        master, workers = r.master_pid, list(r.worker_pids)
+    assert r.returncode == 0                  # QUIT: it stopped its children and exited
+    for pid in [master, *workers]:
+        assert not proc.alive(pid)
+
+
+def test_floor_calibration():
+    cal = calibrate("floor", refresh=True)
+    # stdio, the epoll instance; in the master stdio only: nothing but the mesh
+    assert cal.epoll_targets == 1 and cal.worker_sockets == 0
+    assert cal.master_other == 3 and cal.worker_other == 4
+
+
+def test_floor_imports_no_mirror_and_no_ctypes():
+    code = ("import sys; before = set(sys.modules); import ngxlab.lab.floor; "
+            "print(' '.join(sorted(set(sys.modules) - before)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, env=ngxlab_env())
+    assert done.returncode == 0, done.stderr
+    new = done.stdout.split()
+    assert [m for m in new if m.startswith("ngxlab")] == ["ngxlab", "ngxlab.lab",
+                                                          "ngxlab.lab.floor"]
+    assert "ctypes" not in new and "ngxlab.core" not in new
+
+
+def test_floor_exits_when_its_starter_is_gone(tmp_path):
+    # started by a process that exits at once: the floor and its children
+    # notice within a second or two and exit
+    (tmp_path / "logs").mkdir()
+    starter = ("import os, subprocess, sys; p = subprocess.Popen([sys.executable, '-m', "
+               "'ngxlab.lab.floor', '--workers', '2', '--prefix', sys.argv[1], '--parent', "
+               "str(os.getpid())], stdin=subprocess.DEVNULL, start_new_session=True); "
+               "print(p.pid)")
+    done = subprocess.run([sys.executable, "-c", starter, str(tmp_path)], capture_output=True,
+                          text=True, timeout=30, env=ngxlab_env())
+    pid = int(done.stdout.strip())
+    deadline = time.monotonic() + 10
+    while proc.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = proc.alive(pid)
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive
+    assert not (tmp_path / "logs" / "floor.pid").exists()
