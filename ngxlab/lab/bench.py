@@ -35,8 +35,8 @@ figures are skipped, and the run says so and how to get them.
 :func:`save` keeps runs in the repository (``ngxlab/lab/data/bench.json``),
 from which :func:`ngxlab.lab.report.readme_table` renders the README's
 table, the median of each ratio over the runs beside every run's value: no
-figure there is typed by hand (``python -m ngxlab.lab.report --keep
-RESULTS.json... README.md``).
+figure there is typed by hand (``python -m ngxlab.lab.report README.md --keep
+RESULTS.json...``).
 
 Not a mirror of nginx: nothing here has an ``ngx_`` name.
 """

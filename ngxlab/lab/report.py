@@ -339,7 +339,7 @@ def update_readme(path: str | os.PathLike, saved: str | os.PathLike | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ngxlab.lab.report [--keep RESULTS.json ...] [README.md]``:
+    """``python -m ngxlab.lab.report [README.md] [--keep RESULTS.json ...]``:
     with ``--keep``, first keep those runs of ``ngxlab bench`` in the
     repository (``ngxlab.lab.bench.save``); then regenerate the README's
     table from the runs kept."""
@@ -347,14 +347,20 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m ngxlab.lab.report",
                                 description="the README's table from the bench runs kept")
+    p.add_argument("readme", nargs="?", default="README.md",
+                   help="the README whose table is regenerated (default README.md)")
     p.add_argument("--keep", nargs="+", metavar="RESULTS.json",
                    help="results.json files of ngxlab bench runs to keep, in the order run")
-    p.add_argument("readme", nargs="?", default="README.md")
     args = p.parse_args(argv)
     if args.keep:
         from ngxlab.lab import bench
 
-        runs = [json.loads(Path(f).read_text()) for f in args.keep]
+        runs = []
+        for f in args.keep:
+            try:
+                runs.append(json.loads(Path(f).read_text()))
+            except (OSError, ValueError) as e:
+                p.error(f"{f}: not a results.json of ngxlab bench ({e})")
         for f, r in zip(args.keep, runs):
             if r.get("quick") or r.get("command") != "ngxlab bench":
                 p.error(f"{f}: not a full run of `ngxlab bench` ({r.get('command')!r})")
