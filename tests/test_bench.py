@@ -293,7 +293,7 @@ def test_readme_table_of_several_runs(tmp_path):
     saved = tmp_path / "kept.json"
     assert bench.save([json.loads(open(f).read()) for f in results], saved) == runs
     assert bench.saved(saved) == runs
-    report.update_readme(readme, saved)
+    report.update_readme(readme, saved, tmp_path / "no-scale-run.json")
     assert readme.read_text() == ("before\n" + report.README_START + text + report.README_END
                                   + "after\n")
 
@@ -302,8 +302,21 @@ def test_readme_table_is_the_saved_run():
     saved = bench.saved()
     text = (report.SAVED.parent.parent.parent.parent / "README.md").read_text()
     block = text.split(report.README_START, 1)[1].split(report.README_END, 1)[0]
-    assert block == report.readme_table(saved), \
+    assert block == report.readme_block(), \
         "the README's table differs from ngxlab/lab/data/bench.json: run python -m ngxlab.lab.report README.md"
+
+
+def test_saved_scale_run_is_whole():
+    [run] = bench.saved(report.SAVED_SCALE)
+    assert run["quick"] is False and run["command"] == "ngxlab bench --only scale"
+    assert run["sections"] == ["scale"]
+    rows = {(r["measure"], r["subject"], r["reference"]): r for r in run["ratios"]}
+    for t in scale.TARGETS:
+        r = rows[(t.measure, t.subject, t.reference)]
+        assert r["ratio"] is not None and r["met"] == t.met(r["ratio"])
+    assert run["scale"]["workers"] == scale.FULL_WORKERS
+    systems = [r["system"] for r in run["scale"]["runs"]]
+    assert sorted(systems) == sorted(["nginx", "ngxlab"] * scale.FULL_REPEATS)
 
 
 @pytest.mark.parametrize("i", range(len(bench.saved())))

@@ -23,7 +23,8 @@ Each of the three is a section (``SECTIONS``: ``cost``, ``mesh``,
 runs every section in a short form (``QUICK``, and
 :data:`ngxlab.lab.fire.QUICK`). A fourth, slow section runs only when asked
 for (``--only scale``, several minutes): a reload and a QUIT of 400 workers,
-ngxlab beside nginx (:mod:`ngxlab.lab.scale`; 50 workers with ``--quick``).
+ngxlab beside nginx, three times interleaved (:mod:`ngxlab.lab.scale`; 50
+workers once with ``--quick``).
 
 It then writes ``results.json`` (every median, the machine it ran on, which
 Python ran and whether ngxlab's ``.pyc`` files were current, the
@@ -167,7 +168,8 @@ def run(out_dir, quick: bool = False, progress: bool = True,
         printed.append(uf.table())
 
     if "scale" in sections:
-        sc = scale.scale(scale.QUICK_WORKERS if quick else scale.FULL_WORKERS)
+        sc = scale.scale(scale.QUICK_WORKERS if quick else scale.FULL_WORKERS,
+                         repeats=scale.QUICK_REPEATS if quick else scale.FULL_REPEATS)
         rows += sc.ratios()
         results["scale"] = sc.to_dict()
         printed.append(sc.table())

@@ -36,9 +36,11 @@ except ImportError:
     _tqdm = None
 
 __all__ = ["MachineInfo", "machine_info", "loadavg", "bar", "progress_bar", "print_rows",
-           "readme_table", "update_readme", "SAVED", "interpreter_line", "pyc_state"]
+           "readme_table", "readme_block", "update_readme", "SAVED", "SAVED_SCALE", "interpreter_line", "pyc_state"]
 
-SAVED = Path(__file__).resolve().parent / "data" / "bench.json"   # the run kept in the repository
+SAVED = Path(__file__).resolve().parent / "data" / "bench.json"   # the runs kept in the repository
+# the run of ``ngxlab bench --only scale`` kept beside them
+SAVED_SCALE = SAVED.with_name("bench-scale.json")
 README_START = "<!-- bench table: generated from ngxlab/lab/data/bench.json -->\n"
 README_END = "<!-- end of bench table -->\n"
 
@@ -325,12 +327,32 @@ def readme_table(runs: dict | list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(path: str | os.PathLike, saved: str | os.PathLike | None = None) -> str:
-    """Put :func:`readme_table` of the saved runs (by default
-    ``ngxlab/lab/data/bench.json``) between the README's two marker lines;
-    returns the table."""
-    data = json.loads(Path(SAVED if saved is None else saved).read_text())
-    table = readme_table(data["runs"] if "runs" in data else data)
+def _runs(path) -> list[dict]:
+    data = json.loads(Path(path).read_text())
+    return data["runs"] if "runs" in data else [data]
+
+
+def readme_block(saved: str | os.PathLike | None = None,
+                 saved_scale: str | os.PathLike | None = None) -> str:
+    """What goes between the README's marker lines: :func:`readme_table` of
+    the runs kept (``ngxlab/lab/data/bench.json``), then, where a run of
+    ``ngxlab bench --only scale`` is kept (``bench-scale.json``), its
+    table."""
+    text = readme_table(_runs(SAVED if saved is None else saved))
+    scale_path = Path(SAVED_SCALE if saved_scale is None else saved_scale)
+    if scale_path.exists():
+        text += ("\nAt scale, `ngxlab bench --only scale` (three reloads and QUITs of "
+                 "each, interleaved), kept in `ngxlab/lab/data/bench-scale.json`:\n\n"
+                 + readme_table(_runs(scale_path)))
+    return text
+
+
+def update_readme(path: str | os.PathLike, saved: str | os.PathLike | None = None,
+                  saved_scale: str | os.PathLike | None = None) -> str:
+    """Put :func:`readme_block` of the runs kept (by default
+    ``ngxlab/lab/data/bench.json`` and ``bench-scale.json``) between the
+    README's two marker lines; returns it."""
+    table = readme_block(saved, saved_scale)
     text = Path(path).read_text()
     head, rest = text.split(README_START, 1)
     _old, tail = rest.split(README_END, 1)
@@ -339,10 +361,11 @@ def update_readme(path: str | os.PathLike, saved: str | os.PathLike | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ngxlab.lab.report [README.md] [--keep RESULTS.json ...]``:
-    with ``--keep``, first keep those runs of ``ngxlab bench`` in the
-    repository (``ngxlab.lab.bench.save``); then regenerate the README's
-    table from the runs kept."""
+    """``python -m ngxlab.lab.report [README.md] [--keep RESULTS.json ...]
+    [--keep-scale RESULTS.json]``: with ``--keep``, first keep those runs of
+    ``ngxlab bench`` in the repository (``ngxlab.lab.bench.save``), with
+    ``--keep-scale`` a run of ``ngxlab bench --only scale``; then regenerate
+    the README's tables from the runs kept."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m ngxlab.lab.report",
@@ -351,20 +374,31 @@ def main(argv: list[str] | None = None) -> int:
                    help="the README whose table is regenerated (default README.md)")
     p.add_argument("--keep", nargs="+", metavar="RESULTS.json",
                    help="results.json files of ngxlab bench runs to keep, in the order run")
+    p.add_argument("--keep-scale", metavar="RESULTS.json",
+                   help="the results.json of an ngxlab bench --only scale run to keep")
     args = p.parse_args(argv)
+
+    def load(f):
+        try:
+            return json.loads(Path(f).read_text())
+        except (OSError, ValueError) as e:
+            p.error(f"{f}: not a results.json of ngxlab bench ({e})")
     if args.keep:
         from ngxlab.lab import bench
 
-        runs = []
-        for f in args.keep:
-            try:
-                runs.append(json.loads(Path(f).read_text()))
-            except (OSError, ValueError) as e:
-                p.error(f"{f}: not a results.json of ngxlab bench ({e})")
+        runs = [load(f) for f in args.keep]
         for f, r in zip(args.keep, runs):
             if r.get("quick") or r.get("command") != "ngxlab bench":
                 p.error(f"{f}: not a full run of `ngxlab bench` ({r.get('command')!r})")
         bench.save(runs)
+    if args.keep_scale:
+        from ngxlab.lab import bench
+
+        r = load(args.keep_scale)
+        if r.get("quick") or r.get("command") != "ngxlab bench --only scale":
+            p.error(f"{args.keep_scale}: not a full run of `ngxlab bench --only scale` "
+                    f"({r.get('command')!r})")
+        bench.save(r, SAVED_SCALE)
     print(update_readme(args.readme), end="")
     return 0
 

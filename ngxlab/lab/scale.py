@@ -61,6 +61,9 @@ __all__ = ["ScaleRun", "ScaleResult", "TARGETS", "FULL_WORKERS", "QUICK_WORKERS"
 # ngxlab bench --only scale: the worker counts of a full and a quick run
 FULL_WORKERS = 400
 QUICK_WORKERS = 50
+# repeats of ngxlab bench --only scale (medians of three), and with --quick
+FULL_REPEATS = 3
+QUICK_REPEATS = 1
 
 # how many old workers are followed during a reload for their wakes and CPU
 SAMPLE = 16
