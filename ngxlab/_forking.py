@@ -7,19 +7,10 @@ only, the DeprecationWarning Python 3.12+ gives when a multi-threaded process
 child's work and always ends the process with ``os._exit()``: a child never
 returns into its caller's stack (in a notebook that would be a second,
 stray kernel), and an exception is printed before the child exits.
-
-A child first moves every object it inherited into the collector's permanent
-generation (``gc.freeze()``, called in the child rather than, as CPython's
-documentation describes it, in the parent just before the fork, so that the
-parent's own collections are unchanged): the child's collections then walk
-only what it allocated itself, not its parent's whole heap (a worker woken
-hundreds of times in a reload allocates on every wake), and leave the
-inherited objects, and the pages they share with the parent, untouched.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 
@@ -61,7 +52,6 @@ def run_child(fn, *args) -> "NoReturn":
     status: 0 when it returns, the code of ``SystemExit``, 1 after printing
     the traceback of any other exception (KeyboardInterrupt included)."""
     code = 1
-    gc.freeze()
     try:
         fn(*args)
         code = 0

@@ -378,33 +378,3 @@ def test_forked_in_a_notebook():
     assert "ValueError: bad input" in errors[0]["evalue"]
     assert "in explode" in errors[0]["evalue"]  # the child's traceback
     assert "before the error" in streams(explode, "stdout")
-
-
-@pytest.mark.timeout(30)
-def test_a_child_freezes_what_it_inherited():
-    # ngxlab._forking.run_child (every ngxlab worker runs through it) moves
-    # the inherited objects to the collector's permanent generation: the
-    # child's collections walk only what it allocates itself.
-    import gc
-
-    from ngxlab import _forking
-
-    inherited = [[i] for i in range(1000)]          # containers the collector tracks
-    r, w = os.pipe()
-    pid = _forking.fork()
-    if pid == 0:
-        os.close(r)
-        _forking.run_child(lambda: os.write(w, json.dumps(
-            [gc.get_freeze_count(), gc.is_tracked(inherited[0])]).encode()))
-    os.close(w)
-    try:
-        data = b""
-        while chunk := os.read(r, 4096):
-            data += chunk
-    finally:
-        os.close(r)
-    _pid, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    frozen, tracked = json.loads(data)
-    assert frozen >= len(inherited) and tracked
-    assert gc.get_freeze_count() == 0                # the parent's collector is unchanged
