@@ -15,7 +15,8 @@ import pytest
 
 from ngxlab.lab import proc
 from ngxlab.lab.runner import ngxlab_env
-from ngxlab.lab.timing import FloorProcess, calibrate
+from ngxlab.lab.run import FloorProcess
+from ngxlab.lab.timing import calibrate
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,7 +20,7 @@ import statistics
 
 import pytest
 
-from ngxlab.lab import descriptors, figures, side_by_side, timing
+from ngxlab.lab import descriptors, figures, quitting, side_by_side, timing
 from ngxlab.lab.nginx import nginx_available
 
 pytestmark = pytest.mark.timeout(120)
@@ -153,7 +153,7 @@ def test_startup_structure(startup):
 
 
 def test_quit_reuses_the_startup_runs(startup):
-    q = timing.quit_to_exit(reuse=startup)
+    q = quitting.quit_to_exit(reuse=startup)
     for n in q.ns:
         for s in ("ngxlab", "nginx"):
             smp = q.samples(s, n)
@@ -165,7 +165,7 @@ def test_quit_reuses_the_startup_runs(startup):
 
 
 def test_quit_to_exit_alone(nginx_bin):
-    q = timing.quit_to_exit((2,), 1, nginx_binary=nginx_bin)
+    q = quitting.quit_to_exit((2,), 1, nginx_binary=nginx_bin)
     assert {(x.system, x.n) for x in q.runs} == {("ngxlab", 2), ("nginx", 2)}
     for x in q.runs:
         assert 0 < x.quit_workers_ms <= x.quit_master_ms
@@ -242,7 +242,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError):
         timing.startup_to_mesh((0,), 1)
     with pytest.raises(ValueError):
-        timing.quit_to_exit(reuse=timing.startup_to_mesh((1,), 1, nginx=False,
+        quitting.quit_to_exit(reuse=timing.startup_to_mesh((1,), 1, nginx=False,
                                                            inprocess=True, python=False))
 
 
@@ -262,7 +262,7 @@ def matplotlib_fonts(startup):
     desc = descriptors.DescriptorsResult(ns=(1,), counts=counts, nginx_skipped=None,
                                      machine=startup.machine)
     for fig in (figures.plot_startup(startup),
-                figures.plot_quit(timing.quit_to_exit(reuse=startup)),
+                figures.plot_quit(quitting.quit_to_exit(reuse=startup)),
                 figures.plot_descriptors(desc)):
         fig.savefig(io.BytesIO(), format="png")
 
@@ -273,8 +273,8 @@ def matplotlib_fonts(startup):
 def test_results_survive_json(startup):
     again = timing.StartupResult.from_dict(json.loads(json.dumps(startup.to_dict())))
     assert again.table() == startup.table() and again.ratios() == startup.ratios()
-    q = timing.quit_to_exit(reuse=startup)
-    assert timing.QuitResult.from_dict(json.loads(json.dumps(q.to_dict()))).table() == q.table()
+    q = quitting.quit_to_exit(reuse=startup)
+    assert quitting.QuitResult.from_dict(json.loads(json.dumps(q.to_dict()))).table() == q.table()
 
 
 def _recorded(name: str) -> dict:

@@ -52,7 +52,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ngxlab.lab import cost, descriptors, fdpass, fire, report, scale, timing
+from ngxlab.lab import cost, descriptors, fdpass, fire, quitting, report, scale, timing
 from ngxlab.lab.compare import row
 from ngxlab.lab.nginx import nginx_available
 from ngxlab.lab.report import loadavg, machine_info
@@ -145,7 +145,7 @@ def run(out_dir, quick: bool = False, progress: bool = True,
     if "mesh" in sections:
         startup = timing.startup_to_mesh(p["ns"], p["repeats"], quick=quick, measure_quit=True,
                                           progress=progress)
-        quit_ = timing.quit_to_exit(reuse=startup)
+        quit_ = quitting.quit_to_exit(reuse=startup)
         desc = descriptors.descriptors_vs_n(p["ns"], quick=quick, progress=progress)
         rows += startup.ratios() + quit_.ratios()
         results.update({"startup_to_mesh": startup.to_dict(), "quit_to_exit": quit_.to_dict(),

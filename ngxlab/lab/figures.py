@@ -22,7 +22,8 @@ from matplotlib.ticker import FuncFormatter
 from ngxlab.lab.compare import Samples, percentile
 from ngxlab.lab.descriptors import DescriptorsResult
 from ngxlab.lab.report import MachineInfo
-from ngxlab.lab.timing import FLOOR_TARGET, STARTUP_TARGET, QuitResult, StartupResult
+from ngxlab.lab.quitting import QuitResult
+from ngxlab.lab.timing import FLOOR_TARGET, STARTUP_TARGET, StartupResult
 
 __all__ = ["COLUMN_PX", "DPI", "WIDTH", "MIN_FONT_PT", "small_text", "title_lines",
            "plot_round_trips", "plot_fds_per_second", "plot_startup", "plot_quit",

@@ -21,7 +21,7 @@ own start-up and the system calls of the mesh. :mod:`ngxlab.lab.timing`
 times it beside ``ngxlab run`` and nginx, to the same end condition, in the
 same interleaved runs: ngxlab / floor is what ngxlab adds to Python, floor /
 nginx what Python adds to C. Its runner, with the vocabulary of
-``MasterProcess`` and ``Nginx``, is :class:`ngxlab.lab.timing.FloorProcess`.
+``MasterProcess`` and ``Nginx``, is :class:`ngxlab.lab.run.FloorProcess`.
 
 The master stops its children with SIGTERM and exits on SIGTERM, SIGQUIT
 or SIGINT, and when it is no longer the child of ``--parent PID`` (by

@@ -51,11 +51,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ngxlab.cycle import NGX_ERROR_LOG_PATH, NGX_OLDPID_EXT, NGX_PID_PATH, pidfile_owner
+from ngxlab.lab import proc
 from ngxlab.lab.proc import Proc
 from ngxlab.lab.runner import SIGNALS, Runner, RunnerError, RunnerTimeout, Worker, ngxlab_env
 
 __all__ = ["MasterProcess", "MasterProcessError", "MasterProcessTimeout", "Answer",
-           "SLOTS_PATH", "read_table"]
+           "SLOTS_PATH", "read_table", "FloorProcess"]
 
 SLOTS_PATH = "logs/ngxlab.slots"     # ngxlab's, not nginx's: the master's process table
 STDERR_LOG = "logs/stderr.log"
@@ -344,3 +345,72 @@ class MasterProcess(Runner):
         if m is None:
             raise MasterProcessError(f"unexpected answer {body[:200]!r}")
         return Answer(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+
+
+# -- the Python floor, started as ngxlab run is --------------------------------
+
+
+class FloorProcess(Runner):
+    """``python -m ngxlab.lab.floor --workers N --prefix DIR`` (see
+    :mod:`ngxlab.lab.floor`) as a runner: started as ``MasterProcess``
+    starts ``ngxlab run`` (the same interpreter, ``-m``, environment and
+    session), known by its pid file (``logs/floor.pid``, written before its
+    first fork); its slots are its children in the order they started (it
+    never respawns)."""
+
+    Error = RunnerError
+    Timeout = RunnerTimeout
+    _tmp_prefix = "ngxlab-floor-"
+    _stderr_name = "logs/stderr.log"
+
+    @property
+    def log_path(self) -> Path:
+        return self.prefix / "logs" / "error.log"      # the floor logs nothing
+
+    @property
+    def pid_path(self) -> Path:
+        return self.prefix / "logs" / "floor.pid"
+
+    def command(self) -> list[str]:
+        return self._command_prefix() + [sys.executable, "-m", "ngxlab.lab.floor",
+                                         "--workers", str(self.n), "--prefix", str(self.prefix),
+                                         "--parent", str(os.getpid())]
+
+    def _launch(self) -> None:
+        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            self.pid_path.unlink()
+        except FileNotFoundError:
+            pass
+        argv, env = self.command(), ngxlab_env()
+        with open(self.prefix / self._stderr_name, "ab") as err:
+            self.launched_at = time.perf_counter()
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                     close_fds=True, cwd=str(self.prefix), env=env,
+                                     start_new_session=True)
+        self._guard.popen = popen
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            pid = self.read_pid()
+            ref = Proc.of(pid) if pid == popen.pid else None
+            if ref is not None:
+                self._master = ref
+                self._guard.note(ref)
+                return
+            if popen.poll() is not None:
+                self.returncode = popen.returncode
+                raise self.Error(f"the floor exited with status {popen.returncode} during "
+                                 f"start-up" + self._hint())
+            if time.monotonic() >= deadline:
+                raise self.Timeout("the floor wrote no pid file in time" + self._hint())
+            time.sleep(0.005)
+
+    def _table(self) -> list[Worker]:
+        master = self._master
+        if master is None or not master.alive():
+            return []
+        kids = [Proc.of(pid) for pid in proc.children(master.pid) or []]
+        kids = sorted((k for k in kids if k is not None), key=lambda k: (k.start, k.pid))
+        for k in kids:
+            self._guard.workers.add(k)
+        return [Worker(slot, k.pid) for slot, k in enumerate(kids)]

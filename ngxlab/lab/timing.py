@@ -14,7 +14,7 @@ its side is reported as skipped, with the reason, and never estimated.
     is :class:`~ngxlab.lab.nginx.Nginx` with ``keeper=False``, so that nginx
     is this process's own child (the keeper is a Python process whose
     start-up would be counted against nginx). The Python floor is
-    ``python -m ngxlab.lab.floor`` (:class:`FloorProcess`;
+    ``python -m ngxlab.lab.floor`` (:class:`~ngxlab.lab.run.FloorProcess`;
     :mod:`ngxlab.lab.floor`), started as ngxlab is: only the mesh's system
     calls, in Python, so that ngxlab / floor is what ngxlab adds to Python
     and floor / nginx what Python adds to C (:data:`FLOOR_TARGET`). All are
@@ -54,11 +54,8 @@ its side is reported as skipped, with the reason, and never estimated.
     of ``python -c "import ngxlab.nginx"`` and of ``nginx -v``, for
     reference; nothing is subtracted from another run's median.
 
-:func:`quit_to_exit`
-    Time from ``kill(master, SIGQUIT)`` (what ``nginx -s quit`` sends) until
-    every worker has exited (exited means gone or a zombie waiting for the
-    master to reap it), and until the master has exited. Same programs,
-    interleaved.
+How long the mesh takes to go after QUIT is :mod:`ngxlab.lab.quitting`'s,
+measured in the same runs.
 
 Not a mirror of nginx: nothing here has an ``ngx_`` name.
 """
@@ -75,7 +72,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ngxlab.lab import proc, report
@@ -84,14 +80,13 @@ from ngxlab.lab.compare import Samples, Target, percentile, rotated, row
 from ngxlab.lab.master import Master
 from ngxlab.lab.nginx import Nginx, find_nginx, nginx_available
 from ngxlab.lab.report import MachineInfo, machine_info
-from ngxlab.lab.proc import Proc
-from ngxlab.lab.run import MasterProcess
-from ngxlab.lab.runner import Runner, RunnerError, RunnerTimeout, Worker, ngxlab_env
+from ngxlab.lab.run import FloorProcess, MasterProcess
+from ngxlab.lab.runner import ngxlab_env
 
 __all__ = [
-    "TimingError", "Calibration", "LifeRun", "StartupResult", "QuitResult", "FloorProcess",
+    "TimingError", "Calibration", "LifeRun", "StartupResult",
     "DEFAULT_NS", "QUICK_NS", "STARTUP_TARGET", "FLOOR_TARGET", "TARGETS", "SYSTEMS",
-    "calibrate", "python_startup", "startup_to_mesh", "quit_to_exit", "profile_master_start",
+    "calibrate", "python_startup", "startup_to_mesh", "profile_master_start",
 ]
 
 DEFAULT_NS = (1, 2, 4, 8, 16, 32)
@@ -129,76 +124,6 @@ def _epoll_count(pid: int) -> int:
         return -1
     targets = proc.epoll_set(pid, found[0])
     return -1 if targets is None else len(targets)
-
-
-# -- the Python floor's runner ------------------------------------------------------
-
-
-class FloorProcess(Runner):
-    """``python -m ngxlab.lab.floor --workers N --prefix DIR`` (see
-    :mod:`ngxlab.lab.floor`) as a runner: started as ``MasterProcess``
-    starts ``ngxlab run`` (the same interpreter, ``-m``, environment and
-    session), known by its pid file (``logs/floor.pid``, written before its
-    first fork); its slots are its children in the order they started (it
-    never respawns)."""
-
-    Error = RunnerError
-    Timeout = RunnerTimeout
-    _tmp_prefix = "ngxlab-floor-"
-    _stderr_name = "logs/stderr.log"
-
-    @property
-    def log_path(self) -> Path:
-        return self.prefix / "logs" / "error.log"      # the floor logs nothing
-
-    @property
-    def pid_path(self) -> Path:
-        return self.prefix / "logs" / "floor.pid"
-
-    def command(self) -> list[str]:
-        return self._command_prefix() + [sys.executable, "-m", "ngxlab.lab.floor",
-                                         "--workers", str(self.n), "--prefix", str(self.prefix),
-                                         "--parent", str(os.getpid())]
-
-    def _launch(self) -> None:
-        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
-        try:
-            self.pid_path.unlink()
-        except FileNotFoundError:
-            pass
-        argv, env = self.command(), ngxlab_env()
-        with open(self.prefix / self._stderr_name, "ab") as err:
-            self.launched_at = time.perf_counter()
-            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                     close_fds=True, cwd=str(self.prefix), env=env,
-                                     start_new_session=True)
-        self._guard.popen = popen
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            pid = self.read_pid()
-            ref = Proc.of(pid) if pid == popen.pid else None
-            if ref is not None:
-                self._master = ref
-                self._guard.note(ref)
-                return
-            if popen.poll() is not None:
-                self.returncode = popen.returncode
-                raise self.Error(f"the floor exited with status {popen.returncode} during "
-                                 f"start-up" + self._hint())
-            if time.monotonic() >= deadline:
-                raise self.Timeout("the floor wrote no pid file in time" + self._hint())
-            time.sleep(0.005)
-
-    def _table(self) -> list[Worker]:
-        master = self._master
-        if master is None or not master.alive():
-            return []
-        kids = [Proc.of(pid) for pid in proc.children(master.pid) or []]
-        kids = sorted((k for k in kids if k is not None), key=lambda k: (k.start, k.pid))
-        for k in kids:
-            self._guard.workers.add(k)
-        return [Worker(slot, k.pid) for slot, k in enumerate(kids)]
-
 
 
 # -- calibration -------------------------------------------------------------------
@@ -836,7 +761,7 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
     with ``quick``. ``python``: also time the interpreter's start-up
     (the commands of :func:`python_startup`), inside the same rotation
     (before every N; every other N with ``quick``). ``measure_quit``: also time each QUIT (what
-    :func:`quit_to_exit` reports). See the module docstring for how the end
+    :func:`~ngxlab.lab.quitting.quit_to_exit` reports). See the module docstring for how the end
     is seen; ``poll_interval`` is the sleep between /proc polls."""
     started = time.monotonic()
     ns = tuple(int(n) for n in ns)
@@ -884,111 +809,6 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
                          machine=machine, poll_interval_ms=poll_interval * 1000,
                          duration_s=round(time.monotonic() - started, 3),
                          interpreter=report.interpreter_line())
-
-
-
-# -- QUIT to exit ------------------------------------------------------------------------
-
-
-@dataclass
-class QuitResult:
-    """What :func:`quit_to_exit` measured: per run, ms from ``kill(SIGQUIT)``
-    until every worker had exited (``quit_workers_ms``) and the master
-    (``quit_master_ms``)."""
-
-    ns: tuple[int, ...]
-    repeats: int
-    runs: list[LifeRun]
-    nginx_skipped: str | None
-    machine: MachineInfo
-    duration_s: float = 0.0
-
-    def samples(self, system: str, n: int, what: str = "quit_workers_ms") -> Samples:
-        vals = [getattr(r, what) for r in self.runs if r.system == system and r.n == n
-                and getattr(r, what) is not None]
-        ref = [] if self.nginx_skipped else [getattr(r, what) for r in self.runs
-                                             if r.system == "nginx" and r.n == n
-                                             and getattr(r, what) is not None]
-        return Samples(measure=f"QUIT to {'workers' if 'workers' in what else 'master'} "
-                               f"exited (ms), N={n}", variant=system, unit="ms", values=vals,
-                       reference="nginx", reference_values=ref, params=dict(n=n),
-                       skipped=self.nginx_skipped if system == "nginx" else None)
-
-    def median(self, system: str, n: int, what: str = "quit_workers_ms") -> float | None:
-        return self.samples(system, n, what).median
-
-    def ratio(self, n: int, what: str = "quit_workers_ms") -> float | None:
-        return None if self.nginx_skipped else self.samples("ngxlab", n, what).ratio
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "QuitResult":
-        return cls(ns=tuple(d["ns"]), repeats=d["repeats"], runs=[LifeRun(**r) for r in d["runs"]],
-                   nginx_skipped=d["nginx_skipped"], machine=MachineInfo.from_dict(d["machine"]),
-                   duration_s=d["duration_s"])
-
-    def ratios(self) -> list[dict]:
-        rows = []
-        for n in self.ns:
-            for what, label in (("quit_workers_ms", "workers"), ("quit_master_ms", "master")):
-                s = self.samples("ngxlab", n, what)
-                rows.append(dict(measure=f"QUIT to {label} exited, N={n}", subject="ngxlab",
-                                 reference="nginx", unit="ms", subject_median=s.median,
-                                 reference_median=s.reference_median, ratio=s.ratio,
-                                 target=None, met=None))
-        return rows
-
-    def table(self) -> str:
-        def f(x, fmt="{:.1f}"):
-            return "-" if x is None else fmt.format(x)
-        lines = [f"{'N':>3} {'ngxlab workers':>14} {'nginx workers':>13} {'ratio':>6} "
-                 f"{'ngxlab master':>13} {'nginx master':>12} {'ratio':>6}"]
-        for n in self.ns:
-            lines.append(f"{n:>3} {f(self.median('ngxlab', n)):>14} "
-                         f"{f(self.median('nginx', n)):>13} "
-                         f"{f(self.ratio(n), '{:.2f}'):>6} "
-                         f"{f(self.median('ngxlab', n, 'quit_master_ms')):>13} "
-                         f"{f(self.median('nginx', n, 'quit_master_ms')):>12} "
-                         f"{f(self.ratio(n, 'quit_master_ms'), '{:.2f}'):>6}")
-        if self.nginx_skipped:
-            lines.append(f"nginx: skipped ({self.nginx_skipped})")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {"ns": list(self.ns), "repeats": self.repeats,
-                "runs": [asdict(r) for r in self.runs if r.system != "inprocess"],
-                "nginx_skipped": self.nginx_skipped, "machine": asdict(self.machine),
-                "machine_line": self.machine.line(),
-                "duration_s": self.duration_s,
-                "medians": {s: {str(n): {"workers": self.median(s, n),
-                                         "master": self.median(s, n, "quit_master_ms")}
-                                for n in self.ns} for s in ("ngxlab", "nginx")},
-                "ratios": self.ratios()}
-
-
-def quit_to_exit(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, *,
-                 nginx: bool = True, quick: bool = False, nginx_binary=None,
-                 poll_interval: float = 0.0005, timeout: float = 30.0,
-                 progress: bool = False, reuse: StartupResult | None = None) -> QuitResult:
-    """Time from ``kill(master, SIGQUIT)`` until every worker has exited,
-    and until the master has, for ngxlab and nginx interleaved. Each run
-    starts the program and waits for its full mesh first. ``reuse``: the
-    result of ``startup_to_mesh(..., measure_quit=True)``, whose runs already
-    ended with a timed QUIT (no new starts)."""
-    started = time.monotonic()
-    if reuse is not None:
-        runs = [r for r in reuse.runs if r.quit_workers_ms is not None]
-        if not runs:
-            raise ValueError("reuse: the start-up runs were made without measure_quit=True")
-        return QuitResult(ns=reuse.ns, repeats=reuse.repeats, runs=runs,
-                          nginx_skipped=reuse.nginx_skipped, machine=reuse.machine,
-                          duration_s=0.0)
-    res = startup_to_mesh(ns, repeats, nginx=nginx, inprocess=False, floor=False, quick=quick,
-                          nginx_binary=nginx_binary, python=False, measure_quit=True,
-                          poll_interval=poll_interval, timeout=timeout, confirm=False,
-                          progress=progress)
-    return QuitResult(ns=res.ns, repeats=res.repeats, runs=res.runs,
-                      nginx_skipped=res.nginx_skipped, machine=res.machine,
-                      duration_s=round(time.monotonic() - started, 3))
 
 
 
