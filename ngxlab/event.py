@@ -207,6 +207,8 @@ def ngx_del_event(ev, event, flags):
                 pass
         return NGX_OK
 
+    # the same choice of the other event as ngx_add_event's: nginx repeats
+    # it in ngx_epoll_del_event, and the mirror keeps each function whole
     if event == NGX_READ_EVENT:
         e = c.write
         prev = select.EPOLLOUT

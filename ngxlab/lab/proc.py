@@ -35,8 +35,9 @@ class Stat:
     start: int          # clock ticks after boot
 
 
-def stat(pid: int) -> Stat | None:
-    """``/proc/PID/stat`` of ``pid``, or None when there is none. Raises
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (field 3 on,
+    so ``[0]`` is the state), or None when there is none. Raises
     ``PermissionError`` when it may not be read."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -44,7 +45,15 @@ def stat(pid: int) -> Stat | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     # the command name (field 2) is in parentheses and may hold spaces or ")"
-    rest = data[data.rfind(b")") + 2:].split()
+    return data[data.rfind(b")") + 2:].split()
+
+
+def stat(pid: int) -> Stat | None:
+    """``/proc/PID/stat`` of ``pid``, or None when there is none. Raises
+    ``PermissionError`` when it may not be read."""
+    rest = _stat_fields(pid)
+    if rest is None:
+        return None
     return Stat(state=rest[0].decode(), ppid=int(rest[1]), session=int(rest[3]),
                 minflt=int(rest[7]), start=int(rest[19]))
 
@@ -199,12 +208,9 @@ _TICK = os.sysconf("SC_CLK_TCK")
 def cpu_times(pid: int) -> tuple[float, float] | None:
     """(user + system CPU of ``pid`` itself, of its reaped children), in
     seconds at the clock tick's resolution, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
+    rest = _stat_fields(pid)
+    if rest is None:
         return None
-    rest = data[data.rfind(b")") + 2:].split()
     return ((int(rest[11]) + int(rest[12])) / _TICK,
             (int(rest[13]) + int(rest[14])) / _TICK)
 
