@@ -336,3 +336,12 @@ def test_saved_run_describes_its_machine_and_is_whole(i):
         r = rows[(t.measure, t.subject, t.reference)]
         assert r["met"] == t.met(r["ratio"]) and r["ratio"] is not None
         assert r["ratio"] == pytest.approx(r["subject_median"] / r["reference_median"])
+
+
+def test_write_recording_labels_what_made_it(tmp_path):
+    m = report.machine_info()
+    rec = report.write_recording(tmp_path / "r.json", "ngxlab.lab.x.record(n=2)", m, "1.22.1",
+                                 part={"a": 1})
+    assert rec == {"what": "ngxlab.lab.x.record(n=2)", "date": m.date[:10], "nginx": "1.22.1",
+                   "machine": m.line(), "part": {"a": 1}}
+    assert json.loads((tmp_path / "r.json").read_text()) == rec

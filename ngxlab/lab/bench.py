@@ -274,12 +274,7 @@ def record_mesh(path, *, ns=timing.QUICK_NS, repeats: int = 5,
     for r in data["runs"]:
         if r["confirmed"]:
             r["detail"] = ""            # the census summary: long, and says "full mesh"
-    m = startup.machine
-    rec = {"what": f"ngxlab.lab.bench.record_mesh(ns={tuple(ns)}, repeats={repeats}, "
-                   f"descriptor_ns={tuple(descriptor_ns)})",
-           "date": m.date[:10], "nginx": m.nginx, "machine": m.line(),
-           "startup_to_mesh": data, "descriptors_vs_n": desc.to_dict()}
-    with open(path, "w") as f:
-        json.dump(rec, f, separators=(",", ":"))
-        f.write("\n")
-    return rec
+    return report.write_recording(
+        path, f"ngxlab.lab.bench.record_mesh(ns={tuple(ns)}, repeats={repeats}, "
+        f"descriptor_ns={tuple(descriptor_ns)})", startup.machine, startup.machine.nginx,
+        startup_to_mesh=data, descriptors_vs_n=desc.to_dict())

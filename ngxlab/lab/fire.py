@@ -40,7 +40,6 @@ Not a mirror of nginx: nothing here has an ``ngx_`` name.
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import time
@@ -675,11 +674,7 @@ def record_under_fire(path, **sizes) -> dict:
         raise FireError(f"cannot record without nginx: {why}")
     p = {**BOOK, **sizes}
     uf = under_fire(**p)
-    rec = {"what": "ngxlab.lab.fire.record_under_fire(path"
-                   + "".join(f", {k}={v!r}" for k, v in sizes.items()) + ")",
-           "date": uf.machine.date[:10], "nginx": uf.nginx_version,
-           "machine": uf.machine.line(), "under_fire": uf.to_dict()}
-    with open(path, "w") as f:
-        json.dump(rec, f, separators=(",", ":"))
-        f.write("\n")
-    return rec
+    return report.write_recording(
+        path, "ngxlab.lab.fire.record_under_fire(path"
+        + "".join(f", {k}={v!r}" for k, v in sizes.items()) + ")",
+        uf.machine, uf.nginx_version, under_fire=uf.to_dict())

@@ -36,7 +36,7 @@ except ImportError:
     _tqdm = None
 
 __all__ = ["MachineInfo", "machine_info", "loadavg", "bar", "progress_bar", "print_rows",
-           "readme_table", "readme_block", "update_readme", "SAVED", "SAVED_SCALE", "interpreter_line", "pyc_state"]
+           "readme_table", "readme_block", "write_recording", "update_readme", "SAVED", "SAVED_SCALE", "interpreter_line", "pyc_state"]
 
 SAVED = Path(__file__).resolve().parent / "data" / "bench.json"   # the runs kept in the repository
 # the run of ``ngxlab bench --only scale`` kept beside them
@@ -268,6 +268,20 @@ def print_rows(rows: list[dict], machine: MachineInfo, title: str = "ngxlab benc
         met = {True: "yes", False: "NO", None: ""}[r["met"]]
         print(f"{r['measure']:<52} {subject:>26} {reference:>22} {ratio:>7} "
               f"{r['target'] or '':>8}  {met}", file=file)
+
+
+def write_recording(path, what: str, machine: MachineInfo, nginx: str | None,
+                    **parts) -> dict:
+    """Write a run that a chapter shows, labelled as recorded, where a tool
+    is missing: ``what`` made it (the call), its date, nginx's version and
+    the machine, then ``parts`` (each a measurement's ``to_dict()``), as
+    compact JSON at ``path``. Returns what was written."""
+    rec = {"what": what, "date": machine.date[:10], "nginx": nginx,
+           "machine": machine.line(), **parts}
+    with open(path, "w") as f:
+        json.dump(rec, f, separators=(",", ":"))
+        f.write("\n")
+    return rec
 
 
 def _met(target: str, ratio: float) -> bool:

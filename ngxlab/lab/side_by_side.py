@@ -17,14 +17,13 @@ Not a mirror of nginx: nothing here has an ``ngx_`` name.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 from ngxlab.lab.census import Census
 from ngxlab.lab.nginx import Nginx, nginx_available
-from ngxlab.lab.report import MachineInfo, machine_info
+from ngxlab.lab.report import MachineInfo, machine_info, write_recording
 from ngxlab.lab.run import MasterProcess
 from ngxlab.lab.runner import strace_available
 from ngxlab.lab.trace import ACTIONS, SeqItem, diff_sequences, sequence, trace_run
@@ -183,10 +182,6 @@ def record_side_by_side(path, n: int = 4) -> dict:
     with nginx" shows, labelled as recorded, where nginx or strace is
     missing)."""
     sbs = side_by_side(n)
-    rec = {"what": f"ngxlab.lab.side_by_side.record_side_by_side(n={n})",
-           "date": sbs.machine.date[:10], "nginx": sbs.nginx_version,
-           "machine": sbs.machine.line(), "side_by_side": sbs.to_dict()}
-    with open(path, "w") as f:
-        json.dump(rec, f, separators=(",", ":"))
-        f.write("\n")
-    return rec
+    return write_recording(
+        path, f"ngxlab.lab.side_by_side.record_side_by_side(n={n})", sbs.machine,
+        sbs.nginx_version, side_by_side=sbs.to_dict())
