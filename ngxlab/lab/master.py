@@ -313,7 +313,10 @@ class Master(Runner):
             raise MasterError("start the Master with report=True")
         try:
             with open(self.report_path) as f:
-                return [json.loads(line) for line in f if line.strip()]
+                # a worker may be writing its report as we read: a line
+                # without its newline yet is not a report yet
+                return [json.loads(line) for line in f
+                        if line.endswith("\n") and line.strip()]
         except FileNotFoundError:
             return []
 
