@@ -345,3 +345,11 @@ def test_write_recording_labels_what_made_it(tmp_path):
     assert rec == {"what": "ngxlab.lab.x.record(n=2)", "date": m.date[:10], "nginx": "1.22.1",
                    "machine": m.line(), "part": {"a": 1}}
     assert json.loads((tmp_path / "r.json").read_text()) == rec
+
+
+def test_every_table_says_why_nginx_did_not_run():
+    from ngxlab.lab.fullchannel import FullChannelResult
+    assert report.table_text(["a", "b"], None) == "a\nb"
+    assert report.table_text(["a"], "no nginx here") == "a\nnginx: skipped (no nginx here)"
+    r = FullChannelResult(runs={}, machine="m", date="d", nginx_skipped="no nginx here")
+    assert r.table().splitlines()[-1] == "nginx: skipped (no nginx here)"

@@ -120,9 +120,7 @@ class DescriptorsResult:
                          f"{str(c.master_channel) + '/' + str(c.master_total or '-'):>15} "
                          f"{wcs:>14} {wts:>13} {c.channel_total:>11} {c.expected_total:>8}"
                          + ("" if c.matches_formula else "  MISMATCH"))
-        if self.nginx_skipped:
-            lines.append(f"nginx: skipped ({self.nginx_skipped})")
-        return "\n".join(lines)
+        return report.table_text(lines, self.nginx_skipped)
 
     def to_dict(self) -> dict:
         return {"ns": list(self.ns),

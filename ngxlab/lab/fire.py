@@ -608,9 +608,7 @@ class UnderFire:
             gone = "-" if m.gone_ms is None else f"{m.gone_ms:.1f} ms"
             lines.append(f"{v:<24}{gone:>16}{m.alive_after:>12} of {m.n}"
                          f"{m.answered['ok']:>8}/{sum(m.answered.values())}")
-        if self.nginx_skipped:
-            lines.append(f"nginx not measured: {self.nginx_skipped}")
-        return "\n".join(lines)
+        return report.table_text(lines, self.nginx_skipped)
 
     def to_dict(self) -> dict:
         return {"machine": asdict(self.machine), "machine_line": self.machine.line(),

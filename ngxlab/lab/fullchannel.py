@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from ngxlab.lab import proc
+from ngxlab.lab import proc, report
 from ngxlab.lab.census import Census
 
 __all__ = ["SYSTEMS", "FullChannelRun", "FullChannelResult", "channel_capacity",
@@ -128,9 +128,7 @@ class FullChannelResult:
         for name, r in self.runs.items():
             lines.append(f"{name:22} {r.respawns:>8} {r.queued_messages:>7} "
                          f"{r.signal_ms:>9.1f}  {r.outcome()}")
-        if self.nginx_skipped:
-            lines.append(f"{'nginx':22} skipped: {self.nginx_skipped}")
-        return "\n".join(lines)
+        return report.table_text(lines, self.nginx_skipped)
 
     def to_dict(self) -> dict:
         return {"what": self.what, "date": self.date, "machine": self.machine,

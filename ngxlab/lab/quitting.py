@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+from ngxlab.lab import report
 from ngxlab.lab.compare import Samples
 from ngxlab.lab.report import MachineInfo
 from ngxlab.lab.timing import DEFAULT_NS, LifeRun, StartupResult, startup_to_mesh
@@ -79,9 +80,7 @@ class QuitResult:
                          f"{f(self.median('ngxlab', n, 'quit_master_ms')):>13} "
                          f"{f(self.median('nginx', n, 'quit_master_ms')):>12} "
                          f"{f(self.ratio(n, 'quit_master_ms'), '{:.2f}'):>6}")
-        if self.nginx_skipped:
-            lines.append(f"nginx: skipped ({self.nginx_skipped})")
-        return "\n".join(lines)
+        return report.table_text(lines, self.nginx_skipped)
 
     def to_dict(self) -> dict:
         return {"ns": list(self.ns), "repeats": self.repeats,

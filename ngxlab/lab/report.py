@@ -270,6 +270,14 @@ def print_rows(rows: list[dict], machine: MachineInfo, title: str = "ngxlab benc
               f"{r['target'] or '':>8}  {met}", file=file)
 
 
+def table_text(lines: list[str], nginx_skipped: str | None) -> str:
+    """A measurement's table as text: its ``lines``, then, when nginx did not
+    run, one line that says why, worded the same in every table."""
+    if nginx_skipped:
+        lines = [*lines, f"nginx: skipped ({nginx_skipped})"]
+    return "\n".join(lines)
+
+
 def write_recording(path, what: str, machine: MachineInfo, nginx: str | None,
                     **parts) -> dict:
     """Write a run that a chapter shows, labelled as recorded, where a tool

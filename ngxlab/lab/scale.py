@@ -49,7 +49,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from ngxlab.lab import proc
+from ngxlab.lab import proc, report
 from ngxlab.lab.compare import Target, row
 from ngxlab.lab.nginx import Nginx, nginx_available, nginx_version
 from ngxlab.lab.report import machine_info
@@ -166,9 +166,7 @@ class ScaleResult:
                          f"   (ngxlab / nginx, medians of this run; reload CPU "
                          f"{cpu[0] / cpu[1] if cpu[1] else float('nan'):.2f}, "
                          f"CPU per wake {wake[0] / wake[1] if wake[1] else float('nan'):.2f})")
-        if self.nginx_skipped:
-            lines.append(f"nginx skipped: {self.nginx_skipped}")
-        return "\n".join(lines)
+        return report.table_text(lines, self.nginx_skipped)
 
     def to_dict(self) -> dict:
         return {"workers": self.workers, "machine": self.machine,
