@@ -291,6 +291,40 @@ one_round_trip(int s, const struct message *out, int devnull, int with_fd)
     close_all(fds, nfds);
 }
 
+/* Forks the peer of a measurement: the parent keeps sv[0] and runs on
+ * parent_cpu, the child keeps sv[1], runs on child_cpu, dies with its parent
+ * and runs body(sv[1], arg) until it returns. Returns the child's pid. */
+static pid_t
+fork_peer(int sv[2], int parent_cpu, int child_cpu, void (*body)(int, int), int arg)
+{
+    pid_t  pid, parent;
+
+    pin(parent_cpu);
+    parent = getpid();
+    fflush(stdout);
+    pid = fork();
+    if (pid == -1) {
+        fail("fork()");
+    }
+    if (pid == 0) {
+        die_with_parent(parent);
+        pin(child_cpu);
+        close(sv[0]);
+        body(sv[1], arg);
+        _exit(0);
+    }
+    close(sv[1]);
+    return pid;
+}
+
+/* echo() as a peer's body: it takes no argument. */
+static void
+echo_peer(int s, int unused)
+{
+    (void) unused;
+    echo(s);
+}
+
 static int
 round_trips(long count, long batch, long warmup, int with_fd, int parent_cpu, int child_cpu)
 {
@@ -321,21 +355,8 @@ round_trips(long count, long batch, long warmup, int with_fd, int parent_cpu, in
     set_nonblocking(sv[0]);
     set_nonblocking(sv[1]);
 
-    pin(parent_cpu);
     parent = getpid();
-    fflush(stdout);
-    pid = fork();
-    if (pid == -1) {
-        fail("fork()");
-    }
-    if (pid == 0) {
-        die_with_parent(parent);
-        pin(child_cpu);
-        close(sv[0]);
-        echo(sv[1]);
-        _exit(0);
-    }
-    close(sv[1]);
+    pid = fork_peer(sv, parent_cpu, child_cpu, echo_peer, 0);
 
     memset(&out, 0, sizeof(out));
     out.command = with_fd ? 1 : 5;      /* OPEN_CHANNEL with a descriptor, else REOPEN */
@@ -453,7 +474,7 @@ fds_per_second(int per_message, double seconds, double interval, int parent_cpu,
     int            sv[2], fds[MAX_FDS], nfds, status, first;
     long           messages, warmup, window_messages, ack_every;
     long long      total, in_interval;
-    pid_t          pid, parent;
+    pid_t          pid;
     int64_t        start, t, last, end, step;
     ssize_t        n;
     struct message m;
@@ -468,21 +489,7 @@ fds_per_second(int per_message, double seconds, double interval, int parent_cpu,
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == -1) {
         fail("socketpair()");
     }
-    pin(parent_cpu);
-    parent = getpid();
-    fflush(stdout);
-    pid = fork();
-    if (pid == -1) {
-        fail("fork()");
-    }
-    if (pid == 0) {
-        die_with_parent(parent);
-        pin(child_cpu);
-        close(sv[0]);
-        send_forever(sv[1], per_message);
-        _exit(0);
-    }
-    close(sv[1]);
+    pid = fork_peer(sv, parent_cpu, child_cpu, send_forever, per_message);
 
     printf("{\"mode\": \"fds\", \"per_message\": %d, \"window_messages\": %ld, "
            "\"ack_every\": %ld, \"samples_per_s\": [", per_message, window_messages, ack_every);
