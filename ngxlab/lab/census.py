@@ -322,14 +322,21 @@ class Census:
 # -- /proc readers (ngxlab.lab.proc), with the census's errors ----------------
 
 
-def _read_stat(pid: int) -> proc.Stat:
+def _read(read, pid: int, denied: str):
+    """``read(pid)`` (a reader of :mod:`ngxlab.lab.proc`) with its failures as
+    the census's errors: ``denied`` when /proc refuses, no such process when
+    the reader finds none."""
     try:
-        st = proc.stat(pid)
+        value = read(pid)
     except PermissionError:
-        raise CensusPermissionError(pid, "permission denied reading /proc/<pid>/stat") from None
-    if st is None:
+        raise CensusPermissionError(pid, denied) from None
+    if value is None:
         raise CensusError(pid, "no such process")
-    return st
+    return value
+
+
+def _read_stat(pid: int) -> proc.Stat:
+    return _read(proc.stat, pid, "permission denied reading /proc/<pid>/stat")
 
 
 def _process_name(pid: int) -> str:
@@ -345,13 +352,7 @@ def _process_name(pid: int) -> str:
 def children_of(pid: int) -> list[int]:
     """Live (non-zombie) children of ``pid``, in pid order. Raises
     :class:`CensusError` when ``pid`` does not exist."""
-    try:
-        kids = proc.children(pid)
-    except PermissionError:
-        raise CensusPermissionError(pid, "permission denied listing its tasks") from None
-    if kids is None:
-        raise CensusError(pid, "no such process")
-    return kids
+    return _read(proc.children, pid, "permission denied listing its tasks")
 
 
 _ANON_KINDS = {"eventpoll": "eventpoll", "pidfd": "pidfd", "eventfd": "eventfd",

@@ -157,6 +157,17 @@ def plot_fds_per_second(fds: Iterable[Samples], machine: MachineInfo | None = No
 
 
 
+def _n_axis(ax, ns, ylabel: str) -> None:
+    """The x axis of a figure against the number of workers (``ns`` on a
+    log-2 scale, each labelled), ``ylabel``, the y axis from zero, a grid."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(ns), [str(n) for n in ns])
+    ax.set_xlabel("worker processes N (log scale)")
+    ax.set_ylabel(ylabel)
+    _from_zero(ax)
+    ax.grid(True, alpha=0.3)
+
+
 def _from_zero(ax) -> None:
     """Start the y axis at 0, or lower when a point is below 0: an axis is
     never clipped to hide a value."""
@@ -192,12 +203,7 @@ def plot_startup(result: StartupResult, *, phases: bool = True):
         ax.axhline(imp, color=_COLORS["ngxlab"], linestyle="--", linewidth=0.8)
         ax.annotate("python -c 'import ngxlab.nginx'", (result.ns[0], imp), fontsize=_SMALL,
                     xytext=(2, 3), textcoords="offset points", color=_COLORS["ngxlab"])
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(list(result.ns), [str(n) for n in result.ns])
-    ax.set_xlabel("worker processes N (log scale)")
-    ax.set_ylabel("start → every worker holds its N channels (ms)")
-    _from_zero(ax)
-    ax.grid(True, alpha=0.3)
+    _n_axis(ax, result.ns, "start → every worker holds its N channels (ms)")
     ax.legend(fontsize=_SMALL, loc="upper left")
     ax.set_title("Start-up to the full mesh (medians; dots: runs)", fontsize=_TITLE)
     if result.nginx_skipped:
@@ -230,12 +236,7 @@ def plot_startup(result: StartupResult, *, phases: bool = True):
             ax2.plot([fn], [fbound], "_", color=_COLORS["floor"], markersize=18,
                      markeredgewidth=2, label=f"ngxlab / floor target at N={fn}: ≤ {fbound:g}")
         ax2.axhline(1.0, color=_COLORS["nginx"], linewidth=0.8)
-        ax2.set_xscale("log", base=2)
-        ax2.set_xticks(xs, [str(n) for n in xs])
-        ax2.set_xlabel("worker processes N (log scale)")
-        ax2.set_ylabel("ratio of medians (same run)")
-        _from_zero(ax2)
-        ax2.grid(True, alpha=0.3)
+        _n_axis(ax2, xs, "ratio of medians (same run)")
         ax2.legend(fontsize=_SMALL)
         ax2.set_title("ratios of medians" if "floor" in result.systems()
                       else "ngxlab / nginx", fontsize=_TITLE)
@@ -256,12 +257,7 @@ def plot_quit(result: QuitResult):
                 label=f"{s}: every worker exited")
         ax.plot(xs, [result.median(s, n, "quit_master_ms") for n in xs], "x:",
                 color=_COLORS[s], label=f"{s}: master exited")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(list(result.ns), [str(n) for n in result.ns])
-    ax.set_xlabel("worker processes N (log scale)")
-    ax.set_ylabel("time after kill(master, SIGQUIT) (ms)")
-    _from_zero(ax)
-    ax.grid(True, alpha=0.3)
+    _n_axis(ax, result.ns, "time after kill(master, SIGQUIT) (ms)")
     ax.legend(fontsize=_SMALL)
     if result.nginx_skipped:
         ax.text(0.02, 0.6, f"nginx not measured: {result.nginx_skipped}", fontsize=_SMALL,
