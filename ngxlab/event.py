@@ -81,6 +81,8 @@ class ngx_event_t:
                  "timer_set", "channel", "accept", "write", "_deadline")
 
     def __init__(self, data=None, handler=None, log=None, write=0):
+        # nginx's fields that the mirrors use, zeroed as ngx_pcalloc leaves
+        # them (the same shape as ngx_process_t's: a C struct, field by field)
         self.data = data
         self.handler = handler
         self.log = log

@@ -119,6 +119,8 @@ def ngx_exec_new_binary(cycle, argv):
     ctx = process.ngx_exec_ctx_t(argv[0], "new binary process", list(argv),
                                  env)
 
+    # the pid file becomes .oldbin here; ngx_reap_children renames it back
+    # when the new binary exits (nginx spells the two renames out at each site)
     ccf = cycle.conf
     try:
         os.rename(ccf.pid, ccf.oldpid)

@@ -107,6 +107,8 @@ class ngx_process_t:
                  "respawn", "just_spawn", "detached", "exiting", "exited")
 
     def __init__(self):
+        # every field zeroed, as in nginx's static table (ngx_event_t in
+        # event.py has the same shape: each is a C struct, field by field)
         self.pid = 0
         self.status = 0
         self.channel = [0, 0]

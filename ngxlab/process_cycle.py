@@ -539,6 +539,7 @@ def ngx_reap_children(cycle):
                 continue
 
             if p.pid == ngx_new_binary:
+                # back from .oldbin, the rename ngx_exec_new_binary made
                 ccf = cycle.conf
                 try:
                     os.rename(ccf.oldpid, ccf.pid)
