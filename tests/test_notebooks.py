@@ -90,8 +90,47 @@ def test_a_chapter_run_as_a_notebook_shows_its_mirrors(chapter, tmp_path):
     shown = {text(o["data"].get("text/plain", "")) for cell in nb["cells"]
              for o in cell.get("outputs", []) if "data" in o}
     for name, value in values.items():
-        if isinstance(value, str) and not value.startswith("<"):
+        if name.endswith("_zh") and name[:-3] in values:
+            # the Chinese wording of a value (glue(..., zh=)): glued, never shown
+            assert not any(s.startswith(f"{name} = ") for s in shown), f"{chapter}: {name} shown"
+        elif isinstance(value, str) and not value.startswith("<"):
             assert f"{name} = {value}" in shown, f"{chapter}: {name} is not shown outside the book"
+    if chapter == "spawn":
+        assert "fp_nw_zh" in values and "fp_sp_default_zh" in values
+
+
+def test_glue_with_zh_glues_the_chinese_twin_and_shows_only_the_english(monkeypatch):
+    """glue(name, value, zh=...) glues ``name`` and ``name_zh`` (both hidden
+    from the page: ``display=False``); outside the book's build it shows
+    ``name = value`` only, and in the build nothing. What myst_nb and IPython
+    would send to the notebook's outputs is caught here (no kernel in a fast
+    test); the chapters run in a real kernel above."""
+    import IPython.core.formatters
+    import IPython.display
+    import myst_nb.ext.glue as myst_glue
+
+    from ngxlab.lab.notebook import glue
+
+    glued, shown = [], []
+    monkeypatch.setattr(IPython.core.formatters, "format_display_data",
+                        lambda value: ({"text/plain": repr(value)}, {}))
+    monkeypatch.setattr(myst_glue, "ipy_display",
+                        lambda bundle, raw, metadata: glued.append((metadata["scrapbook"], bundle)))
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+
+    monkeypatch.delenv("NGXLAB_BOOK", raising=False)
+    glue("x_read", "it did", display=False, zh="读到了")
+    glue("x_n", 3, display=False)
+    names = [(meta["name"], bundle) for meta, bundle in glued]
+    assert [n for n, _ in names] == ["x_read", "x_read_zh", "x_n"]
+    assert all(meta["mime_prefix"] for meta, _ in glued)          # none displayed in the page
+    assert list(names[1][1].values()) == ["'读到了'"]
+    assert shown == [{"text/plain": "x_read = it did"}, {"text/plain": "x_n = 3"}]
+
+    glued.clear(), shown.clear()
+    monkeypatch.setenv("NGXLAB_BOOK", "1")
+    glue("x_read", "it did not", display=False, zh="没有读到")
+    assert [meta["name"] for meta, _ in glued] == ["x_read", "x_read_zh"] and shown == []
 
 
 # -- without nginx -------------------------------------------------------------

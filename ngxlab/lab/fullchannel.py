@@ -100,15 +100,20 @@ class FullChannelRun:
     stale: int                  # channel descriptors it holds of workers that are gone
     table: str                  # the last census, as a table
 
-    def outcome(self) -> str:
-        """One line: what the resumed worker ended with."""
+    def outcome(self, zh: bool = False) -> str:
+        """One line: what the resumed worker ended with (in Chinese with
+        ``zh``, for the Chinese edition's prose)."""
         if self.complete:
-            return "full mesh"
+            return "全连接完整" if zh else "full mesh"
         parts = []
         if self.missing:
-            parts.append("no channel for slot " + ", ".join(map(str, self.missing)))
+            slots = ", ".join(map(str, self.missing))
+            parts.append(f"没有槽位 {slots} 的通道" if zh else f"no channel for slot {slots}")
         if self.stale:
-            parts.append(f"{self.stale} channel(s) of dead workers")
+            parts.append(f"持有 {self.stale} 个已退出工作进程的通道" if zh
+                         else f"{self.stale} channel(s) of dead workers")
+        if zh:
+            return "不完整：" + "；".join(parts or ["不是全连接"])
         return "incomplete: " + "; ".join(parts or ["not a full mesh"])
 
 

@@ -13,7 +13,8 @@
   JupyterLab alike (how the chapters show the mirrors).
 - :func:`glue`: MyST-NB's ``glue``, which also shows the value under its name
   when a chapter runs as a notebook outside the book's build (JupyterLab
-  cannot put a glued value into the prose: it shows the name).
+  cannot put a glued value into the prose: it shows the name); with
+  ``zh=``, it also glues the value's Chinese wording for the Chinese pages.
 
 Each is shown in the chapter that first uses it and imported in the others.
 
@@ -259,7 +260,7 @@ def source_calls(text: str) -> list[tuple[str, dict]]:
     return calls
 
 
-def glue(name: str, value: Any, display: bool = False) -> None:
+def glue(name: str, value: Any, display: bool = False, *, zh: str | None = None) -> None:
     """``myst_nb.glue(name, value, display)``: the book's build puts ``value``
     where the prose says ``{glue:text}`name```.
 
@@ -267,10 +268,19 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     sets ``NGXLAB_BOOK=1``), the prose shows only the name; the value is then
     also shown under the cell that computed it, as ``name = value`` (a figure
     as itself), so that a reader finds it just above the sentence that uses
-    it."""
+    it.
+
+    ``zh``: the same value in Chinese, for a value that is a word or a
+    sentence (a number is shared by both editions under one name). It is
+    glued as ``name + "_zh"``, never displayed, and the Chinese page says
+    ``{glue:text}`name_zh```; the English page's cell computes both from the
+    same data, so both editions' prose come from one run. Outside the book's
+    build only the English value is shown."""
     from myst_nb import glue as myst_glue
 
     myst_glue(name, value, display=display)
+    if zh is not None:
+        myst_glue(name + "_zh", zh, display=False)
     if display or os.environ.get("NGXLAB_BOOK"):
         return
     from IPython.display import display as show
