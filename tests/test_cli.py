@@ -158,20 +158,22 @@ def test_a_plain_run_line_reads_as_argparse_reads_it(argv, capsys):
     assert capsys.readouterr() == ("", "")
 
 
-def test_run_imports_no_argparse_json_or_ctypes():
+def test_run_imports_no_argparse_json_ctypes_or_re():
     """A plain ``ngxlab run`` gets to its first fork without argparse (nor
     shutil, which argparse's help formatter imports), json (the slots file
-    imports it when it is first written) or ctypes (``--die-with-parent``
-    imports it in the master's loop)."""
+    imports it when it is first written), ctypes (``--die-with-parent``
+    imports it in the master's loop) or re (read_conf compiles its pattern
+    on a reload). Run without ``site`` (``-S``), as nothing else imports
+    them: an editable install's import hook imports re."""
     code = ("import sys, ngxlab.__main__ as cli\n"
             "args = cli._plain_run(['run', '--prefix', 'p', '--workers', '2', '--quiet'])\n"
             "import ngxlab.nginx\n"
             "print(args.workers, *(m in sys.modules\n"
-            "                      for m in ('argparse', 'shutil', 'json', 'ctypes')))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+            "                      for m in ('argparse', 'shutil', 'json', 'ctypes', 're')))\n")
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
                           env=_env(), timeout=30)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["2", "False", "False", "False", "False"]
+    assert done.stdout.split() == ["2"] + ["False"] * 5
 
 
 # -- signal: bad pid files -------------------------------------------------------
