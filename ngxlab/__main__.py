@@ -29,13 +29,24 @@ Deviations (from ``nginx`` and ``nginx -s``):
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from ngxlab import __version__
 
+# argparse is imported by _parser() only: a plain `ngxlab run` command line
+# is read without it (see _plain_run)
+
 SIGNALS = ("stop", "quit", "reopen", "reload")
+LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert",
+              "emerg")
+
+
+def _invalid(message):
+    """argparse's ArgumentTypeError (the checks below run without argparse
+    for a plain `ngxlab run`)."""
+    import argparse
+    return argparse.ArgumentTypeError(message)
 
 
 def _number(text):
@@ -52,9 +63,9 @@ def _workers(text):
     from ngxlab.process import NGX_MAX_PROCESSES
     n = _number(text)
     if n is None:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+        raise _invalid(f"not a number: {text!r}")
     if not 1 <= n <= MAX_WORKER_PROCESSES:
-        raise argparse.ArgumentTypeError(
+        raise _invalid(
             f"{n} workers: must be from 1 to {MAX_WORKER_PROCESSES} (a reload "
             f"runs two generations in the {NGX_MAX_PROCESSES}-slot process "
             f"table)")
@@ -65,9 +76,9 @@ def _listen(text):
     host, sep, port = text.rpartition(":")
     n = _number(port) if sep else None
     if n is None or not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"expected 127.0.0.1:PORT, not {text!r}")
+        raise _invalid(f"expected 127.0.0.1:PORT, not {text!r}")
     if host != "127.0.0.1":
-        raise argparse.ArgumentTypeError(
+        raise _invalid(
             f"ngxlab listens on 127.0.0.1 only, not {host!r}")
     return (host, n)
 
@@ -75,20 +86,21 @@ def _listen(text):
 def _pid(text):
     pid = _number(text)
     if pid is None or pid <= 0:
-        raise argparse.ArgumentTypeError(f"not a pid: {text!r}")
+        raise _invalid(f"not a pid: {text!r}")
     return pid
 
 
 def _prefix(text):
     if not text:
-        raise argparse.ArgumentTypeError(
+        raise _invalid(
             "an empty prefix: name a directory (\".\" for this one)")
     if "\0" in text:
-        raise argparse.ArgumentTypeError(f"not a path: {text!r}")
+        raise _invalid(f"not a path: {text!r}")
     return text
 
 
 def _parser():
+    import argparse
     parser = argparse.ArgumentParser(
         prog="ngxlab",
         description="nginx's master/worker inter-process communication, "
@@ -126,8 +138,7 @@ def _parser():
                           "announcements after a failed spawn, descriptors "
                           "leaked (the mirrors' Deviations say which)")
     run.add_argument("--log-level", default="notice",
-                     choices=("debug", "info", "notice", "warn", "error",
-                              "crit", "alert", "emerg"),
+                     choices=LOG_LEVELS,
                      help="error log level (default notice)")
     run.add_argument("--quiet", action="store_true",
                      help="do not echo the error log to stderr")
@@ -175,6 +186,65 @@ def _parser():
                             "reload and a QUIT of 400 workers beside nginx: minutes); "
                             "default: the first three")
     return parser
+
+
+# `ngxlab run`'s options for _plain_run: those that take a value, with the
+# check argparse applies to it, and the flags
+_RUN_VALUES = {"--workers": _workers, "--prefix": _prefix,
+               "--listen": _listen, "--log-level": None}
+_RUN_FLAGS = ("--daemon", "--nginx-orphans", "--nginx-quirks", "--quiet",
+              "--die-with-parent")
+
+
+class _RunArgs:
+    """The parsed arguments of `ngxlab run`, as argparse's Namespace has them."""
+
+    def __init__(self):
+        self.command = "run"
+        self.workers = 1
+        self.prefix = None
+        self.listen = ("127.0.0.1", 0)
+        self.log_level = "notice"
+        for flag in _RUN_FLAGS:
+            setattr(self, flag[2:].replace("-", "_"), False)
+
+
+def _plain_run(argv):
+    """The arguments of a plain `ngxlab run` command line, read without
+    argparse: importing it and building the parser was a third of what the
+    master did before its first fork. Plain: every option spelt out in full
+    (no abbreviation, no "--opt=value"), each value a word of its own that
+    does not start with "-" and passes the option's check. Anything else
+    (help, an error, another command) returns None, and argparse reads the
+    command line and says what is wrong in its own words; what this accepts,
+    argparse parses to the same values (tests/test_cli.py holds them
+    together)."""
+    if argv[:1] != ["run"]:
+        return None
+    args = _RunArgs()
+    i = 1
+    while i < len(argv):
+        word = argv[i]
+        if word in _RUN_FLAGS:
+            setattr(args, word[2:].replace("-", "_"), True)
+            i += 1
+            continue
+        if word not in _RUN_VALUES or i + 1 == len(argv) \
+                or argv[i + 1].startswith("-"):
+            return None
+        value = argv[i + 1]
+        check = _RUN_VALUES[word]
+        if check is None:
+            if value not in LOG_LEVELS:
+                return None
+        else:
+            try:
+                value = check(value)
+            except Exception:       # argparse says what is wrong with it
+                return None
+        setattr(args, word[2:].replace("-", "_"), value)
+        i += 2
+    return args if args.prefix is not None else None
 
 
 def _run(args, argv):
@@ -277,6 +347,9 @@ def _bench(args):
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
+    args = _plain_run(argv)
+    if args is not None:
+        return _run(args, argv)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -25,10 +25,13 @@ _WARNS_ON_FORK = sys.version_info >= (3, 12)
 
 
 def _flush():
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+    streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    for i, stream in enumerate(streams):
+        # each stream once: sys.stdout is sys.__stdout__ unless replaced
+        if stream is None or stream in streams[:i]:
+            continue
         try:
-            if stream is not None:
-                stream.flush()
+            stream.flush()
         except (OSError, ValueError):
             pass
 

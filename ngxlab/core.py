@@ -17,6 +17,10 @@ Deviations:
   is ``NGX_LOG_DEBUG``; nginx needs ``--with-debug`` for them.
 - The message format uses Python's ``%`` codes (``%d``, ``%s``) where nginx
   has its own (``%P``, ``%z``, ``%V``); the text of each message is nginx's.
+- The time at the start of a line is formatted once a second, as nginx's
+  ``ngx_cached_err_log_time``, but from the clock read for the line: nginx
+  reads the clock only in ``ngx_time_update`` (each turn of the event loop,
+  a signal), so its time can be older than the line.
 - ``sizeof`` gives the size of a mirrored C struct (a class with a ``_layout``
   :class:`struct.Struct`), so callers can write ``sizeof(ngx_channel_t)`` as
   nginx does.
@@ -127,10 +131,8 @@ class ngx_log_t:
         return self._fd
 
     def format(self, level, err, msg) -> str:
-        now = time.localtime()
-        line = "%04d/%02d/%02d %02d:%02d:%02d [%s] %d#0: %s" % (
-            now.tm_year, now.tm_mon, now.tm_mday, now.tm_hour, now.tm_min,
-            now.tm_sec, _err_levels[level], os.getpid(), msg)
+        line = "%s [%s] %d#0: %s" % (_err_log_time(), _err_levels[level],
+                                     os.getpid(), msg)
         if err:
             line += " (%d: %s)" % (err, os.strerror(err))
         return line + "\n"
@@ -150,6 +152,19 @@ class ngx_log_t:
         with self._lock:
             stream.write(line)
             stream.flush()
+
+
+# nginx's ngx_cached_err_log_time: the time of the log lines, formatted once
+# a second, not for every line
+_cached_err_log_time = [-1, ""]
+
+
+def _err_log_time():
+    now = int(time.time())
+    if now != _cached_err_log_time[0]:
+        _cached_err_log_time[:] = now, time.strftime("%Y/%m/%d %H:%M:%S",
+                                                     time.localtime(now))
+    return _cached_err_log_time[1]
 
 
 def ngx_log_error(level, log, err, fmt, *args):

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 
 from ngxlab.core import (
@@ -141,7 +140,9 @@ class ngx_cycle_t:
                 f"{self.generation}, {self.conf!r})")
 
 
-_directive = re.compile(r"^\s*(\w+)\s+([^;#]*?)\s*;\s*(?:#.*)?$")
+# one directive a line; compiled by read_conf, on the rare path (a reload, a
+# new binary): re is not on the master's way to its first fork
+_DIRECTIVE = r"^\s*(\w+)\s+([^;#]*?)\s*;\s*(?:#.*)?$"
 
 
 def read_conf(path):
@@ -149,6 +150,8 @@ def read_conf(path):
     with a one-line message: the line of a directive it does not know or
     cannot read, or nginx's ``open() "PATH" failed (21: Is a directory)``
     when the file cannot be read."""
+    import re
+    directive = re.compile(_DIRECTIVE)
     conf = {}
     try:
         with open(path) as f:
@@ -161,7 +164,7 @@ def read_conf(path):
     for lineno, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        m = _directive.match(line)
+        m = directive.match(line)
         if not m:
             raise ValueError(f"{path}:{lineno}: cannot parse {line.strip()!r}")
         name, value = m.group(1), m.group(2)

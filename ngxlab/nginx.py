@@ -44,7 +44,6 @@ Deviations:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -343,6 +342,7 @@ def write_slots(cycle, path):
                      0o644)
         try:
             step = "write()"
+            import json     # here: not on the master's way to its first fork
             data = json.dumps(state).encode()
             while data:
                 data = data[os.write(fd, data):]
@@ -389,10 +389,34 @@ class _StartupStderr:
 
 def _die_with_parent(log):
     # ngxlab's: a master started by a notebook or a test is sent SIGTERM
-    # (a fast shutdown) when the process that started it dies.
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    PR_SET_PDEATHSIG = 1
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # (a fast shutdown) when the process that started it dies. A parent
+    # that is gone already is noticed here; prctl(PR_SET_PDEATHSIG), which
+    # Python reaches only through ctypes, is called from the master's loop
+    # (its first pass, an observer of the process table) rather than here:
+    # importing ctypes would come before the first fork, on every start.
     if os.getppid() != process.ngx_parent:
         os.kill(os.getpid(), signal.SIGTERM)
+        return
+    pc._table_observers.append(_DieWithParent(process.ngx_parent))
+
+
+class _DieWithParent:
+    """The rest of ``_die_with_parent``, once, from the master's loop."""
+
+    def __init__(self, parent):
+        self.parent = parent
+        self.master = os.getpid()
+        self.done = False
+
+    def __call__(self, cycle):
+        if self.done:
+            return
+        self.done = True
+        if os.getpid() != self.master:
+            return      # a daemon: its fork() would have cleared the setting
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != self.parent:
+            os.kill(os.getpid(), signal.SIGTERM)     # it died in between

@@ -211,27 +211,25 @@ def ngx_spawn_process(cycle, proc, data, name, respawn):
         ngx_log_debug(cycle.log, 0, "channel %d:%d", p.channel[0],
                       p.channel[1])
 
-        steps = (
-            (lambda: _nonblocking(p.channel[0]), "ioctl(FIONBIO)"),
-            (lambda: _nonblocking(p.channel[1]), "ioctl(FIONBIO)"),
-            (lambda: fcntl.ioctl(p.channel[0], termios.FIOASYNC,
-                                 b"\x01\x00\x00\x00"), "ioctl(FIOASYNC)"),
-            (lambda: fcntl.fcntl(p.channel[0], fcntl.F_SETOWN, ngx_pid),
-             "fcntl(F_SETOWN)"),
-            (lambda: fcntl.fcntl(p.channel[0], fcntl.F_SETFD,
-                                 fcntl.FD_CLOEXEC), "fcntl(FD_CLOEXEC)"),
-            (lambda: fcntl.fcntl(p.channel[1], fcntl.F_SETFD,
-                                 fcntl.FD_CLOEXEC), "fcntl(FD_CLOEXEC)"),
-        )
-        for step, what in steps:
-            try:
-                step()
-            except OSError as e:
-                ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
-                              "%s failed while spawning \"%s\"", what, name)
-                ngx_close_channel(p.channel, cycle.log)
-                _forget_channel(p)
-                return NGX_INVALID_PID
+        # nginx's six calls, each with its own failure branch: the same
+        # branch for all six, so one handler, told which call failed by what
+        try:
+            what = "ioctl(FIONBIO)"
+            _nonblocking(p.channel[0])
+            _nonblocking(p.channel[1])
+            what = "ioctl(FIOASYNC)"
+            fcntl.ioctl(p.channel[0], termios.FIOASYNC, b"\x01\x00\x00\x00")
+            what = "fcntl(F_SETOWN)"
+            fcntl.fcntl(p.channel[0], fcntl.F_SETOWN, ngx_pid)
+            what = "fcntl(FD_CLOEXEC)"
+            fcntl.fcntl(p.channel[0], fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+            fcntl.fcntl(p.channel[1], fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+        except OSError as e:
+            ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                          "%s failed while spawning \"%s\"", what, name)
+            ngx_close_channel(p.channel, cycle.log)
+            _forget_channel(p)
+            return NGX_INVALID_PID
 
         ngx_channel = p.channel[1]
 

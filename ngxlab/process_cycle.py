@@ -105,6 +105,7 @@ Deviations:
 
 from __future__ import annotations
 
+import _signal
 import os
 import signal
 import time
@@ -634,7 +635,10 @@ def ngx_worker_process_init(cycle, worker):
     ``channel[1]``, its own ``channel[0]``) and register ``ngx_channel``
     for reading with ``ngx_channel_handler``."""
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        # _signal's, the C function: signal.pthread_sigmask also turns the
+        # old mask (the master's ten blocked signals, which nginx does not
+        # read either) into Signals members, ten enum lookups in every worker
+        _signal.pthread_sigmask(signal.SIG_SETMASK, [])
     except OSError as e:
         ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
                       "sigprocmask() failed")

@@ -24,7 +24,7 @@ from ngxlab.channel import (
     ngx_read_channel, ngx_write_channel,
 )
 from ngxlab.core import (
-    NGX_AGAIN, NGX_ERROR, NGX_LOG_DEBUG, NGX_OK, ngx_log_t, sizeof,
+    NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_DEBUG, NGX_OK, ngx_log_t, sizeof,
 )
 
 SIZE = 32
@@ -208,6 +208,26 @@ def test_log_line_format(log):
     assert re.fullmatch(
         r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[alert\] %d#0: sendmsg\(\) failed "
         r"\(9: Bad file descriptor\)" % os.getpid(), line), line
+
+
+def test_the_log_time_is_formatted_once_a_second(log, monkeypatch):
+    """As nginx's ngx_cached_err_log_time: lines in the same second share
+    one formatted time; the next second is formatted anew."""
+    from ngxlab import core
+    lg, buf = log
+    now = [1_800_000_000.25]
+    monkeypatch.setattr(core.time, "time", lambda: now[0])
+    monkeypatch.setattr(core, "_cached_err_log_time", [-1, ""])
+    stamp = lambda t: core.time.strftime("%Y/%m/%d %H:%M:%S", core.time.localtime(t))
+    lg.write(NGX_LOG_ALERT, 0, "one")
+    first = core._cached_err_log_time[1]
+    now[0] += 0.5
+    lg.write(NGX_LOG_ALERT, 0, "two")
+    assert core._cached_err_log_time[1] is first
+    now[0] += 1
+    lg.write(NGX_LOG_ALERT, 0, "three")
+    lines = buf.getvalue().splitlines()
+    assert [line[:19] for line in lines] == [stamp(1_800_000_000)] * 2 + [stamp(1_800_000_001)]
 
 
 def test_close_channel_logs_each_failure(log):

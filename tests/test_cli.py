@@ -106,6 +106,76 @@ def test_usage_errors_exit_2():
         assert len(_error_lines(done)) == 1, (args, done.stderr)
 
 
+# -- `ngxlab run` read without argparse --------------------------------------------
+
+
+_PLAIN_RUN_LINES = [
+    ["run", "--prefix", "p"],
+    ["run", "--prefix", "p", "--workers", "32", "--listen", "127.0.0.1:8080",
+     "--log-level", "debug", "--quiet", "--die-with-parent"],
+    ["run", "--daemon", "--nginx-orphans", "--nginx-quirks", "--prefix", "/x y"],
+    ["run", "--workers", "3", "--prefix", "a", "--workers", "5", "--prefix", "b"],
+]
+
+# what only argparse reads (abbreviations, "=", help, "--") or refuses
+_OTHER_LINES = [
+    ["run", "--work", "3", "--prefix", "p"],
+    ["run", "--prefix=p"],
+    ["run", "--prefix", "p", "-h"],
+    ["run", "--prefix", "p", "--help"],
+    ["run", "--prefix", "-p"],
+    ["run", "--prefix", "p", "--workers", "-4"],
+    ["run", "--prefix", "p", "--workers", "0"],
+    ["run", "--prefix", "p", "--workers", "+4"],
+    ["run", "--prefix", "p", "--workers", "\u0664"],
+    ["run", "--prefix", "p", "--listen", "0.0.0.0:80"],
+    ["run", "--prefix", "p", "--log-level", "loud"],
+    ["run", "--prefix", ""],
+    ["run", "--prefix"],
+    ["run", "--workers", "4"],
+    ["run", "--prefix", "p", "extra"],
+    ["run", "--prefix", "p", "--", "--quiet"],
+    ["run", "--prefix", "p", "--quiet=1"],
+    ["signal", "quit", "--prefix", "p"],
+    ["--version"],
+    [],
+]
+
+
+@pytest.mark.parametrize("argv", _PLAIN_RUN_LINES + _OTHER_LINES,
+                         ids=lambda a: " ".join(a) or "(none)")
+def test_a_plain_run_line_reads_as_argparse_reads_it(argv, capsys):
+    """``ngxlab run`` reads a plain command line without argparse
+    (``_plain_run``), to the values argparse would give; every other
+    command line is left to argparse."""
+    from ngxlab import __main__ as cli
+    plain = cli._plain_run(argv)
+    if argv not in _PLAIN_RUN_LINES:
+        assert plain is None
+        return
+    assert plain is not None
+    assert vars(plain) == vars(cli._parser().parse_args(argv))
+    assert capsys.readouterr() == ("", "")
+
+
+def test_run_imports_no_argparse_json_ctypes_or_re():
+    """A plain ``ngxlab run`` gets to its first fork without argparse (nor
+    shutil, which argparse's help formatter imports), json (the slots file
+    imports it when it is first written), ctypes (``--die-with-parent``
+    imports it in the master's loop) or re (read_conf compiles its pattern
+    on a reload). Run without ``site`` (``-S``), as nothing else imports
+    them: an editable install's import hook imports re."""
+    code = ("import sys, ngxlab.__main__ as cli\n"
+            "args = cli._plain_run(['run', '--prefix', 'p', '--workers', '2', '--quiet'])\n"
+            "import ngxlab.nginx\n"
+            "print(args.workers, *(m in sys.modules\n"
+            "                      for m in ('argparse', 'shutil', 'json', 'ctypes', 're')))\n")
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                          env=_env(), timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2"] + ["False"] * 5
+
+
 # -- signal: bad pid files -------------------------------------------------------
 
 

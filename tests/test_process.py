@@ -251,6 +251,40 @@ def test_socketpair_failure(cycle):
         in cycle.buf.getvalue()
 
 
+_CHANNEL_CALLS = ("ioctl(FIONBIO)", "ioctl(FIONBIO)", "ioctl(FIOASYNC)", "fcntl(F_SETOWN)",
+                  "fcntl(FD_CLOEXEC)", "fcntl(FD_CLOEXEC)")
+
+
+@pytest.mark.parametrize("k", range(len(_CHANNEL_CALLS)))
+def test_each_channel_call_failure_is_named_and_closes_the_pair(cycle, monkeypatch, k):
+    """The six calls after socketpair() (nginx's six ``if`` blocks), in
+    nginx's order: when the k-th fails, the alert names it, both ends are
+    closed, the slot forgets them, and nothing is forked."""
+    made = []
+    real = {"ioctl": fcntl.ioctl, "fcntl": fcntl.fcntl}
+
+    def failing(name):
+        def call(fd, op, arg=0):
+            made.append((name, op))
+            if len(made) == k + 1:
+                raise OSError(9, os.strerror(9))
+            return real[name](fd, op, arg)
+        return call
+
+    before = fds()
+    monkeypatch.setattr(fcntl, "ioctl", failing("ioctl"))
+    monkeypatch.setattr(fcntl, "fcntl", failing("fcntl"))
+    rc = ngx_spawn_process(cycle, sleeper, None, "worker process", NGX_PROCESS_RESPAWN)
+    monkeypatch.undo()
+    assert rc == NGX_INVALID_PID
+    assert len(made) == k + 1
+    assert fds() == before
+    assert process.ngx_last_process == 0
+    assert list(process.ngx_processes[0].channel) == [-1, -1]
+    assert ("[alert] %d#0: %s failed while spawning \"worker process\" (9: Bad file "
+            "descriptor)" % (os.getpid(), _CHANNEL_CALLS[k])) in cycle.buf.getvalue()
+
+
 def test_fork_failure(cycle):
     """RLIMIT_NPROC 0 makes fork() fail for real; root is exempt, so the
     check runs in a child that first becomes an unprivileged user."""
