@@ -23,12 +23,14 @@ descriptor count per process: the size ``stat()`` gives ``/proc/PID/fd``
 on Linux 6.2 and later, a ``listdir`` of it before), every ``poll``
 seconds; each result records how many polls it took, what one cost and
 the CPU the polling process used, so the resolution is known and so is
-what the measurement took from the machine. (A ``listdir`` of 400
-workers' ``/proc/PID/fd``, some 400 entries each, costs about 0.15 s of
-CPU; the sweep runs at each poll once the old generation is gone, while
-the new workers still read their CLOSE_CHANNELs, so it took most from
-the system that was slower to settle.) The QUIT's end is seen by the runner's ``wait_exit`` (a poll every
-5 to 10 ms).
+what the measurement took from the machine. (A ``listdir`` of every
+worker's ``/proc/PID/fd`` would cost a hundred times the ``stat()``s, at
+each poll once the old generation is gone, while the new workers still
+read their CLOSE_CHANNELs; and it leaves an entry in the kernel's cache
+for each descriptor listed, which the process's exit then has to drop, so
+that the old generation's exits and the QUIT that follows are slowed, the
+short ones of nginx most.) The QUIT's end is seen by the runner's
+``wait_exit`` (a poll every 5 to 10 ms).
 During the reload, :data:`SAMPLE` old workers (spread over the slots) are
 followed at each poll: how often each was woken (its voluntary context
 switches: it sleeps in ``epoll_wait``) and how much CPU it used, until it
