@@ -201,6 +201,9 @@ def _rights(ancdata):
     fds = []
     for level, type_, data in ancdata:
         if level == _SOL_SOCKET and type_ == _SCM_RIGHTS:
+            if len(data) == _INT_SIZE:      # one: every OPEN_CHANNEL's
+                fds.append(_INT.unpack(data)[0])
+                continue
             for (fd,) in _INT.iter_unpack(data[:len(data) - len(data) % _INT_SIZE]):
                 fds.append(fd)
     return fds

@@ -351,6 +351,14 @@ def ngx_master_process_cycle(cycle):
             ngx_signal_worker_processes(cycle, signal.SIGQUIT)
 
 
+def _debug(log):
+    """Whether ``log`` keeps debug lines: what nginx's ``ngx_log_debugN``
+    macros test inline before each line. A loop over the process table tests
+    it once, so that at other levels a debug line costs no call and no
+    arguments (nginx's costs a comparison)."""
+    return log is not None and log.log_level >= NGX_LOG_DEBUG
+
+
 def _live():
     """Whether a child counts as live for ``ngx_reap_children``: not exited,
     and exiting or not detached (a running new binary does not count)."""
@@ -389,6 +397,9 @@ def ngx_pass_open_channel(cycle):
     """
     slot = process.ngx_process_slot
     new = process.ngx_processes[slot]
+    # nginx's ngx_log_debugN macros test the log's level inline: tested once
+    # here, not once per receiver
+    debug = _debug(cycle.log)
 
     ch = ngx_channel_t(NGX_CMD_OPEN_CHANNEL, new.pid, slot, new.channel[0])
 
@@ -397,9 +408,10 @@ def ngx_pass_open_channel(cycle):
         if i == slot or p.pid == -1 or p.channel[0] == -1:
             continue
 
-        ngx_log_debug(cycle.log, 0,
-                      "pass channel s:%d pid:%d fd:%d to s:%d pid:%d fd:%d",
-                      ch.slot, ch.pid, ch.fd, i, p.pid, p.channel[0])
+        if debug:
+            ngx_log_debug(cycle.log, 0,
+                          "pass channel s:%d pid:%d fd:%d to s:%d pid:%d fd:%d",
+                          ch.slot, ch.pid, ch.fd, i, p.pid, p.channel[0])
 
         # TODO: NGX_AGAIN (nginx's comment: the result is ignored)
 
@@ -426,13 +438,15 @@ def ngx_signal_worker_processes(cycle, signo):
         command = 0
 
     ch = ngx_channel_t(command, 0, 0, -1)
+    debug = _debug(cycle.log)
 
     for i in range(process.ngx_last_process):
         p = process.ngx_processes[i]
 
-        ngx_log_debug(cycle.log, 0, "child: %d %d e:%d t:%d d:%d r:%d j:%d",
-                      i, p.pid, p.exiting, p.exited, p.detached, p.respawn,
-                      p.just_spawn)
+        if debug:
+            ngx_log_debug(cycle.log, 0, "child: %d %d e:%d t:%d d:%d r:%d j:%d",
+                          i, p.pid, p.exiting, p.exited, p.detached, p.respawn,
+                          p.just_spawn)
 
         if p.detached or p.pid == -1:
             continue
@@ -455,7 +469,8 @@ def ngx_signal_worker_processes(cycle, signo):
                     p.exiting = 1
                 continue
 
-        ngx_log_debug(cycle.log, 0, "kill (%d, %d)", p.pid, signo)
+        if debug:
+            ngx_log_debug(cycle.log, 0, "kill (%d, %d)", p.pid, signo)
 
         try:
             os.kill(p.pid, signo)
@@ -480,14 +495,16 @@ def ngx_reap_children(cycle):
 
     ch = ngx_channel_t(NGX_CMD_CLOSE_CHANNEL, 0, 0, -1)
     live = 0
+    debug = _debug(cycle.log)
 
     i = 0
     while i < process.ngx_last_process:
         p = process.ngx_processes[i]
 
-        ngx_log_debug(cycle.log, 0, "child: %d %d e:%d t:%d d:%d r:%d j:%d",
-                      i, p.pid, p.exiting, p.exited, p.detached, p.respawn,
-                      p.just_spawn)
+        if debug:
+            ngx_log_debug(cycle.log, 0, "child: %d %d e:%d t:%d d:%d r:%d j:%d",
+                          i, p.pid, p.exiting, p.exited, p.detached, p.respawn,
+                          p.just_spawn)
 
         if p.pid == -1:
             i += 1
@@ -512,9 +529,10 @@ def ngx_reap_children(cycle):
                     if q.exited or q.pid == -1 or q.channel[0] == -1:
                         continue
 
-                    ngx_log_debug(cycle.log, 0,
-                                  "pass close channel s:%d pid:%d to:%d",
-                                  ch.slot, ch.pid, q.pid)
+                    if debug:
+                        ngx_log_debug(cycle.log, 0,
+                                      "pass close channel s:%d pid:%d to:%d",
+                                      ch.slot, ch.pid, q.pid)
 
                     # TODO: NGX_AGAIN (nginx's comment: the result is ignored)
 
@@ -762,8 +780,7 @@ def ngx_channel_handler(ev):
     ch = ngx_channel_t()
     while True:
 
-        n = ngx_read_channel(c.fd, ch, _CHANNEL_SIZE, log,
-                             nginx_quirks=nginx_quirks)
+        n = ngx_read_channel(c.fd, ch, _CHANNEL_SIZE, log, nginx_quirks)
 
         if debug:
             ngx_log_debug(log, 0, "channel: %d", n)

@@ -473,3 +473,18 @@ def test_a_default_socket_timeout_changes_nothing(log):
         channel._forget_sockets()
         os.close(s0)
         os.close(s1)
+
+
+def test_rights_reads_one_or_several_descriptors():
+    """_rights: one descriptor (every OPEN_CHANNEL's) and several give the
+    numbers in order; a control message cut inside an int gives only the
+    whole ones; another level or type gives none."""
+    from ngxlab.channel import _rights
+    rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+    one = struct.pack("i", 7)
+    three = struct.pack("3i", 7, 8, 9)
+    assert _rights([(*rights, one)]) == [7]
+    assert _rights([(*rights, three)]) == [7, 8, 9]
+    assert _rights([(*rights, three[:10])]) == [7, 8]
+    assert _rights([(*rights, one), (*rights, three)]) == [7, 7, 8, 9]
+    assert _rights([(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, one)]) == []

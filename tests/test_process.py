@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import re
 import os
 import resource
 import signal
@@ -323,3 +324,27 @@ def test_fork_failure(cycle):
     assert got["last"] == 0
     assert "fork() failed while spawning \"worker process\" (11: Resource " \
         "temporarily unavailable)" in got["log"]
+
+
+@pytest.mark.parametrize("level", ["debug", "notice"])
+def test_master_loops_log_debug_lines_only_at_debug(cycle, level):
+    """ngx_pass_open_channel and ngx_signal_worker_processes test the log's
+    level once per call (nginx's macros test it before each line): at debug
+    level every receiver's line is there, at notice none is."""
+    from ngxlab import process_cycle as pc
+    cycle.log.log_level = NGX_LOG_DEBUG if level == "debug" else 6
+    pids = [ngx_spawn_process(cycle, sleeper, i, "worker process",
+                              NGX_PROCESS_RESPAWN) for i in range(3)]
+    assert all(pid > 0 for pid in pids)
+    mark = len(cycle.buf.getvalue())
+    pc.ngx_pass_open_channel(cycle)                 # slot 2, to slots 0 and 1
+    pc.ngx_signal_worker_processes(cycle, signal.SIGUSR1)   # REOPEN to all three
+    text = cycle.buf.getvalue()[mark:]
+    passed = re.findall(r"pass channel s:2 pid:(\d+) fd:\d+ to s:(\d) pid:(\d+)", text)
+    children = re.findall(r"child: (\d) (\d+) e:0 t:0 d:0 r:1 j:0", text)
+    if level == "debug":
+        assert passed == [(str(pids[2]), "0", str(pids[0])),
+                          (str(pids[2]), "1", str(pids[1]))]
+        assert children == [(str(i), str(pid)) for i, pid in enumerate(pids)]
+    else:
+        assert passed == [] and children == [] and text == ""

@@ -90,3 +90,20 @@ def test_a_reload_of_300_workers_with_one_stopped():
                  120, "the reload complete after SIGCONT", interval=0.1)
         m.send_signal(signal.SIGQUIT)
         m.wait_exit(120)
+
+
+def test_the_polls_descriptor_count_is_the_census_count():
+    """The reload's polls count a process's descriptors with one stat() of
+    /proc/PID/fd (its size, on Linux 6.2 and later) where the census lists
+    them: the same number, and -1 once the process is gone."""
+    r, w = os.pipe()
+    child = subprocess.Popen(["sleep", "30"], pass_fds=(r, w))
+    try:
+        wait_for(lambda: proc.comm(child.pid) == "sleep", 10, "the child's exec")
+        assert scale._fd_count(child.pid) == proc.fd_count(child.pid) == 5
+    finally:
+        os.close(r)
+        os.close(w)
+        child.kill()
+        child.wait(timeout=10)
+    assert scale._fd_count(child.pid) == proc.fd_count(child.pid) == -1

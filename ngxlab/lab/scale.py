@@ -19,10 +19,18 @@ quit
     only once every worker has been reaped).
 
 The reload's end is seen by polling ``/proc`` (children, and one
-``listdir`` of ``/proc/PID/fd`` per process), every ``poll`` seconds; each
-result records how many polls it took and what one cost, so the resolution
-is known. The QUIT's end is seen by the runner's ``wait_exit`` (a poll every
-5 to 10 ms).
+descriptor count per process: the size ``stat()`` gives ``/proc/PID/fd``
+on Linux 6.2 and later, a ``listdir`` of it before), every ``poll``
+seconds; each result records how many polls it took, what one cost and
+the CPU the polling process used, so the resolution is known and so is
+what the measurement took from the machine. (A ``listdir`` of every
+worker's ``/proc/PID/fd`` would cost a hundred times the ``stat()``s, at
+each poll once the old generation is gone, while the new workers still
+read their CLOSE_CHANNELs; and it leaves an entry in the kernel's cache
+for each descriptor listed, which the process's exit then has to drop, so
+that the old generation's exits and the QUIT that follows are slowed, the
+short ones of nginx most.) The QUIT's end is seen by the runner's
+``wait_exit`` (a poll every 5 to 10 ms).
 During the reload, :data:`SAMPLE` old workers (spread over the slots) are
 followed at each poll: how often each was woken (its voluntary context
 switches: it sleeps in ``epoll_wait``) and how much CPU it used, until it
@@ -95,6 +103,7 @@ class ScaleRun:
     # (a worker's last wakes, after the last poll before its exit, are missed)
     old_wakes: float = 0.0             # wakes per old worker (once per message when 1.0 per message)
     old_wake_us: float = 0.0           # CPU per wake of an old worker, in us
+    measure_cpu_s: float = 0.0         # CPU the polling (this process) used during the reload
 
     @property
     def reload_cpu_s(self) -> float:
@@ -158,7 +167,8 @@ class ScaleResult:
                          f"   {self.median(system, 'reload_master_cpu_s'):>6.2f} "
                          f"{self.median(system, 'reload_workers_cpu_s'):>7.2f}"
                          f"   old worker: {self.median(system, 'old_wakes'):>5.0f} wakes, "
-                         f"{self.median(system, 'old_wake_us'):>5.1f} us CPU each")
+                         f"{self.median(system, 'old_wake_us'):>5.1f} us CPU each;"
+                         f"   polling {self.median(system, 'measure_cpu_s'):.2f} s CPU")
         if self.reload_ratio is not None:
             cpu = [self.median(s, "reload_cpu_s") for s in ("ngxlab", "nginx")]
             wake = [self.median(s, "old_wake_us") for s in ("ngxlab", "nginx")]
@@ -187,6 +197,18 @@ def _cpu(pid: int) -> tuple[float, float]:
     return proc.cpu_times(pid) or (0.0, 0.0)
 
 
+def _fd_count(pid: int) -> int:
+    """How many descriptors ``pid`` holds, -1 when it is gone: the size
+    that ``stat()`` gives ``/proc/PID/fd`` (Linux 6.2 and later count its
+    open descriptors there, without listing them), else one ``listdir``
+    (``proc.fd_count``), whose count is the same."""
+    try:
+        size = os.stat(f"/proc/{pid}/fd").st_size
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return -1
+    return size if size > 0 else proc.fd_count(pid)
+
+
 def _runner(system: str, n: int, start_timeout: float):
     if system == "nginx":
         return Nginx(workers=n, start_timeout=start_timeout)
@@ -204,8 +226,8 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
     try:
         master = r.master_pid
         old = _children(master)
-        base_master = proc.fd_count(master)
-        base_worker = statistics.mode(proc.fd_count(p) for p in old)
+        base_master = _fd_count(master)
+        base_worker = statistics.mode(_fd_count(p) for p in old)
 
         cpu0, reaped0 = _cpu(master)
         old_cpu = sum(_cpu(p)[0] for p in old)
@@ -214,6 +236,7 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
         first = {p: (proc.voluntary_switches(p), proc.cpu_ms(p)) for p in sample}
         seen = dict(first)
         t0 = time.perf_counter()          # before the kill: the system may run at once
+        measure0 = time.process_time()
         os.kill(master, signal.SIGHUP)
         polls, cost, settled = 0, 0.0, False
         while time.perf_counter() - t0 < timeout:
@@ -223,8 +246,8 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
                 if w is not None and c is not None:
                     seen[p] = (w, c)
             kids = _children(master)
-            done = (len(kids) == n and not kids & old and proc.fd_count(master) == base_master
-                    and all(proc.fd_count(k) == base_worker for k in kids))
+            done = (len(kids) == n and not kids & old and _fd_count(master) == base_master
+                    and all(_fd_count(k) == base_worker for k in kids))
             cost += time.perf_counter() - p0
             polls += 1
             if done:
@@ -232,6 +255,7 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
                 break
             time.sleep(poll)
         reload_s = time.perf_counter() - t0
+        measure_cpu = time.process_time() - measure0
         cpu1, reaped1 = _cpu(master)
         new_cpu = sum(_cpu(p)[0] for p in _children(master))
         master_cpu = cpu1 - cpu0
@@ -252,7 +276,8 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
                     reload_master_cpu_s=round(master_cpu, 2),
                     reload_workers_cpu_s=round(workers_cpu, 2),
                     old_wakes=round(wakes / max(len(sampled), 1), 1),
-                    old_wake_us=round(1000 * old_ms / max(wakes, 1), 1))
+                    old_wake_us=round(1000 * old_ms / max(wakes, 1), 1),
+                    measure_cpu_s=round(measure_cpu, 3))
 
 
 def scale(n: int = 400, *, repeats: int = 1, poll: float = 0.02,
