@@ -37,7 +37,9 @@ BOOK_TESTS := tests/test_00_after_build.py tests/test_zh_after_build.py tests/te
 # chapters' show_source cells show (which functions each chapter shows, and
 # their code as shown, docstrings included: that is a cell's output). Any
 # other docstring changes no output, so it re-executes nothing; Sphinx still
-# re-reads the pages it shows on (see `book`).
+# re-reads the pages it shows on (see `book`). Only book/*.md is read: the
+# Chinese pages (book/zh) have the same code cells, so the same show_source
+# calls, and are never executed (see `book`).
 define LIBHASH_PY
 import ast, hashlib, pathlib, re, sys
 h = hashlib.sha256()
