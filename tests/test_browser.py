@@ -404,7 +404,10 @@ _CHINESE_TEXT_JS = """
     el.remove();
   const text = copy.textContent || '';
   const cjk = (text.match(/[\\u3400-\\u4dbf\\u4e00-\\u9fff]/g) || []).length;
-  const latin = (text.match(/[A-Za-z]/g) || []).length;
+  // letters of English words: not names in capitals (SIGHUP, QUIT), nor nginx's and ngxlab's
+  const latin = (text.match(/[A-Za-z][A-Za-z'-]*/g) || [])
+    .filter((w) => /[a-z]/.test(w) && w !== 'nginx' && w !== 'ngxlab')
+    .reduce((n, w) => n + w.length, 0);
   return {text: text.trim().slice(0, 200), share: cjk + latin ? cjk / (cjk + latin) : 0};
 }
 """
