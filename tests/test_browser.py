@@ -99,17 +99,32 @@ def page(browser: BrowserContext) -> Iterator[Page]:
         page.close()
 
 
-def _pages() -> list[Path]:
-    """Every page of the built book except Sphinx's generated index and search pages."""
+# The two editions: the English pages, and the Chinese ones in zh/.
+EDITIONS = ["en", "zh"]
+
+
+def _pages(edition: str | None = None) -> list[Path]:
+    """Every page of the built book (of one edition, or both) except Sphinx's
+    generated index and search pages (of either edition)."""
     skip_dirs = {"_static", "_sources", "_images", "reports"}
     skip_files = {"genindex.html", "search.html", "py-modindex.html"}
     pages = []
     for path in sorted(HTML.rglob("*.html")):
         rel = path.relative_to(HTML)
-        if skip_dirs.intersection(rel.parts[:-1]) or rel.as_posix() in skip_files:
+        in_zh = rel.parts[0] == "zh"
+        parts = rel.parts[1:] if in_zh else rel.parts
+        if skip_dirs.intersection(parts[:-1]) or "/".join(parts) in skip_files:
+            continue
+        if edition is not None and in_zh != (edition == "zh"):
             continue
         pages.append(path)
     return pages
+
+
+def _require_edition(edition: str) -> None:
+    if edition == "zh":
+        require((HTML / "zh" / "index.html").is_file(),
+                "the Chinese edition is not built (make book builds it into _build/html/zh)")
 
 
 def _redirect_target(path: Path) -> str | None:
@@ -191,8 +206,10 @@ _TRACEBACKS_JS = """
 """
 
 
-def test_every_page(page: Page, site: str):
-    pages = _pages()
+@pytest.mark.parametrize("edition", EDITIONS)
+def test_every_page(page: Page, site: str, edition: str):
+    _require_edition(edition)
+    pages = _pages(edition)
     assert pages, f"no pages in {HTML.relative_to(ROOT)}"
     missing: list[str] = []
     page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.url.startswith(site) and r.status >= 400 else None)
@@ -331,18 +348,20 @@ _OVERFLOW_JS = """
 """
 
 
-def _chapter_pages() -> list[str]:
-    """The built pages of the book's chapters (their paths below _build/html)."""
-    return [p.relative_to(HTML).as_posix() for p in _pages() if _redirect_target(p) is None]
+def _chapter_pages(edition: str) -> list[str]:
+    """The built pages of one edition's chapters (their paths below _build/html)."""
+    _require_edition(edition)
+    return [p.relative_to(HTML).as_posix() for p in _pages(edition) if _redirect_target(p) is None]
 
 
-def test_figures_shown_at_the_width_drawn_with_caption_and_alt(page: Page, site: str):
+@pytest.mark.parametrize("edition", EDITIONS)
+def test_figures_shown_at_the_width_drawn_with_caption_and_alt(page: Page, site: str, edition: str):
     """At a 1400 px window no figure is scaled below 90 % of the width it was
     drawn at, every figure has a numbered caption and alt text that is not
     its file name, and every figure shows an image."""
     page.set_viewport_size(DESKTOP)
     problems, figures_seen = [], 0
-    for rel in _chapter_pages():
+    for rel in _chapter_pages(edition):
         page.goto(site + rel, wait_until="load")
         found = page.evaluate(_FIGURES_JS)
         problems += [f"{rel}: a figure without an image (a Figure shown as text?): {e}"
@@ -366,13 +385,14 @@ def test_figures_shown_at_the_width_drawn_with_caption_and_alt(page: Page, site:
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.parametrize("edition", EDITIONS)
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1400px", "400px"])
-def test_nothing_cut_off(page: Page, site: str, viewport: dict):
+def test_nothing_cut_off(page: Page, site: str, viewport: dict, edition: str):
     """No table, output or figure runs past the column, and a block that is
     wider than its box scrolls visibly, at a laptop's width and a phone's."""
     page.set_viewport_size(viewport)
     problems = []
-    for rel in _chapter_pages():
+    for rel in _chapter_pages(edition):
         page.goto(site + rel, wait_until="load")
         problems += [f"{rel}: {p}" for p in page.evaluate(_OVERFLOW_JS)]
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
@@ -476,6 +496,7 @@ def zh_built() -> None:
             "the Chinese edition is not built (make book builds it into _build/html/zh)")
 
 
+@pytest.mark.timeout(300)
 def test_chinese_pages_are_chinese_and_link_both_ways(page: Page, site: str, zh_built: None):
     """Every Chinese page: marked zh-CN, its text mostly Chinese, and its
     "English" link opens the English page, whose "中文" link comes back."""
