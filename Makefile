@@ -1,7 +1,8 @@
 # The README's two commands, `make book` and `make test`, and the small targets
 # they are built from. Everything runs from a virtual environment in .venv.
 #
-#   make book                 build the book into _build/html (executes the chapters)
+#   make book                 build the book into _build/html (executes the chapters),
+#                             its Chinese edition into _build/html/zh (from the cache)
 #   make test                 build the book, then run the tests
 #   make check                the tests that do not need the built book (nor a fresh
 #                             venv to install into), without building it
@@ -28,14 +29,17 @@ SHELL := /bin/bash
 
 # What `make check` leaves out: the tests that look at the built book
 # (_build/html), and the one that installs ngxlab with pip into a fresh venv.
-BOOK_TESTS := tests/test_00_after_build.py tests/test_browser.py tests/test_install.py
+BOOK_TESTS := tests/test_00_after_build.py tests/test_zh_after_build.py tests/test_browser.py \
+	tests/test_install.py
 
 # What the chapters run: the hash of ngxlab's code with docstrings and comments
 # left out (its ast), of its C sources and data files, and of what the
 # chapters' show_source cells show (which functions each chapter shows, and
 # their code as shown, docstrings included: that is a cell's output). Any
 # other docstring changes no output, so it re-executes nothing; Sphinx still
-# re-reads the pages it shows on (see `book`).
+# re-reads the pages it shows on (see `book`). Only book/*.md is read: the
+# Chinese pages (book/zh) have the same code cells, so the same show_source
+# calls, and are never executed (see `book`).
 define LIBHASH_PY
 import ast, hashlib, pathlib, re, sys
 h = hashlib.sha256()
@@ -104,6 +108,13 @@ venv:
 # executed again by the build, which reports it. NGXLAB_BOOK=1 tells the
 # chapters' glue() that the build puts the values into the prose
 # (ngxlab.lab.notebook.glue).
+#
+# Then the Chinese edition: book/zh/*.md, whose code cells are the English
+# pages' cell for cell, so every one of them is in the cache already. That
+# is checked first (execute_chapters.py --cached-only): a Chinese page is
+# never executed, neither a second time nor in book/zh. It is built with the
+# configuration tools/zh_edition.py writes from _config.yml, into
+# $(BUILD)/zh, and copied into $(BUILD)/html/zh beside the English pages.
 book: venv
 	@set -uo pipefail; \
 	start=$$(date +%s); \
@@ -113,11 +124,12 @@ book: venv
 	           | xargs -0 -r sha256sum | sha256sum | cut -d' ' -f1); \
 	if [ "$$(cat $(BUILD)/.ngxlab-hash 2>/dev/null)" != "$$libhash" ]; then \
 	    if [ -d $(BUILD)/.jupyter_cache ]; then echo "== ngxlab's code changed: every chapter runs again"; fi; \
-	    rm -rf $(BUILD)/.jupyter_cache $(BUILD)/.doctrees $(BUILD)/jupyter_execute; \
+	    rm -rf $(BUILD)/.jupyter_cache $(BUILD)/.doctrees $(BUILD)/jupyter_execute \
+	           $(BUILD)/zh/_build/.doctrees $(BUILD)/zh/_build/jupyter_execute; \
 	    echo "$$libhash" > $(BUILD)/.ngxlab-hash; \
 	fi; \
 	if [ "$$(cat $(BUILD)/.ngxlab-srchash 2>/dev/null)" != "$$srchash" ]; then \
-	    rm -rf $(BUILD)/.doctrees; \
+	    rm -rf $(BUILD)/.doctrees $(BUILD)/zh/_build/.doctrees; \
 	    echo "$$srchash" > $(BUILD)/.ngxlab-srchash; \
 	fi; \
 	export NGXLAB_BOOK=1; \
@@ -126,7 +138,26 @@ book: venv
 	if [ $$rc -ne 0 ] && compgen -G '$(BUILD)/html/reports/*' >/dev/null; then \
 	    for f in $(BUILD)/html/reports/*; do echo "== $$f"; tail -n 60 "$$f"; done; \
 	fi; \
-	echo "== book build took $$(( $$(date +%s) - start )) s (exit $$rc)"; \
+	zhstart=$$(date +%s); \
+	echo "== the Chinese edition (book/zh), from the execution cache"; \
+	if $(PY) tools/execute_chapters.py --cached-only $(BUILD)/.jupyter_cache book/zh/*.md; then \
+	    zhconf=$$($(PY) tools/zh_edition.py $(BUILD)/zh) \
+	    && $(JB) build book/zh --config "$$zhconf" --toc $(CURDIR)/book/zh/_toc.yml \
+	                --path-output $(BUILD)/zh -W -n --keep-going; zrc=$$?; \
+	    if [ $$zrc -ne 0 ] && compgen -G '$(BUILD)/zh/_build/html/reports/*' >/dev/null; then \
+	        for f in $(BUILD)/zh/_build/html/reports/*; do echo "== $$f"; tail -n 60 "$$f"; done; \
+	    fi; \
+	    rm -rf $(BUILD)/html/zh; \
+	    if [ -d $(BUILD)/html ] && [ -d $(BUILD)/zh/_build/html ]; then \
+	        cp -a $(BUILD)/zh/_build/html $(BUILD)/html/zh; \
+	    fi; \
+	else \
+	    echo "== the Chinese edition is not built: a page above is not in the execution cache"; \
+	    zrc=1; \
+	fi; \
+	end=$$(date +%s); \
+	echo "== book build took $$(( end - start )) s, of which the Chinese edition $$(( end - zhstart )) s (exit $$rc, Chinese $$zrc)"; \
+	if [ $$rc -eq 0 ]; then rc=$$zrc; fi; \
 	exit $$rc
 
 test: book

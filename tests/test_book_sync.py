@@ -158,7 +158,8 @@ def test_sources_ranges_are_sane():
 
 
 @pytest.mark.parametrize("path", sorted(
-    [*BOOK.glob("*.md"), *(ROOT / "ngxlab").rglob("*.py"), ROOT / "README.md"]),
+    [*BOOK.glob("*.md"), *BOOK.glob("zh/*.md"), *(ROOT / "ngxlab").rglob("*.py"),
+     ROOT / "README.md"]),
     ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_machine_paths(path):
     text = path.read_text()

@@ -99,17 +99,32 @@ def page(browser: BrowserContext) -> Iterator[Page]:
         page.close()
 
 
-def _pages() -> list[Path]:
-    """Every page of the built book except Sphinx's generated index and search pages."""
+# The two editions: the English pages, and the Chinese ones in zh/.
+EDITIONS = ["en", "zh"]
+
+
+def _pages(edition: str | None = None) -> list[Path]:
+    """Every page of the built book (of one edition, or both) except Sphinx's
+    generated index and search pages (of either edition)."""
     skip_dirs = {"_static", "_sources", "_images", "reports"}
     skip_files = {"genindex.html", "search.html", "py-modindex.html"}
     pages = []
     for path in sorted(HTML.rglob("*.html")):
         rel = path.relative_to(HTML)
-        if skip_dirs.intersection(rel.parts[:-1]) or rel.as_posix() in skip_files:
+        in_zh = rel.parts[0] == "zh"
+        parts = rel.parts[1:] if in_zh else rel.parts
+        if skip_dirs.intersection(parts[:-1]) or "/".join(parts) in skip_files:
+            continue
+        if edition is not None and in_zh != (edition == "zh"):
             continue
         pages.append(path)
     return pages
+
+
+def _require_edition(edition: str) -> None:
+    if edition == "zh":
+        require((HTML / "zh" / "index.html").is_file(),
+                "the Chinese edition is not built (make book builds it into _build/html/zh)")
 
 
 def _redirect_target(path: Path) -> str | None:
@@ -191,8 +206,10 @@ _TRACEBACKS_JS = """
 """
 
 
-def test_every_page(page: Page, site: str):
-    pages = _pages()
+@pytest.mark.parametrize("edition", EDITIONS)
+def test_every_page(page: Page, site: str, edition: str):
+    _require_edition(edition)
+    pages = _pages(edition)
     assert pages, f"no pages in {HTML.relative_to(ROOT)}"
     missing: list[str] = []
     page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.url.startswith(site) and r.status >= 400 else None)
@@ -331,18 +348,20 @@ _OVERFLOW_JS = """
 """
 
 
-def _chapter_pages() -> list[str]:
-    """The built pages of the book's chapters (their paths below _build/html)."""
-    return [p.relative_to(HTML).as_posix() for p in _pages() if _redirect_target(p) is None]
+def _chapter_pages(edition: str) -> list[str]:
+    """The built pages of one edition's chapters (their paths below _build/html)."""
+    _require_edition(edition)
+    return [p.relative_to(HTML).as_posix() for p in _pages(edition) if _redirect_target(p) is None]
 
 
-def test_figures_shown_at_the_width_drawn_with_caption_and_alt(page: Page, site: str):
+@pytest.mark.parametrize("edition", EDITIONS)
+def test_figures_shown_at_the_width_drawn_with_caption_and_alt(page: Page, site: str, edition: str):
     """At a 1400 px window no figure is scaled below 90 % of the width it was
     drawn at, every figure has a numbered caption and alt text that is not
     its file name, and every figure shows an image."""
     page.set_viewport_size(DESKTOP)
     problems, figures_seen = [], 0
-    for rel in _chapter_pages():
+    for rel in _chapter_pages(edition):
         page.goto(site + rel, wait_until="load")
         found = page.evaluate(_FIGURES_JS)
         problems += [f"{rel}: a figure without an image (a Figure shown as text?): {e}"
@@ -366,13 +385,192 @@ def test_figures_shown_at_the_width_drawn_with_caption_and_alt(page: Page, site:
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.parametrize("edition", EDITIONS)
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1400px", "400px"])
-def test_nothing_cut_off(page: Page, site: str, viewport: dict):
+def test_nothing_cut_off(page: Page, site: str, viewport: dict, edition: str):
     """No table, output or figure runs past the column, and a block that is
     wider than its box scrolls visibly, at a laptop's width and a phone's."""
     page.set_viewport_size(viewport)
     problems = []
-    for rel in _chapter_pages():
+    for rel in _chapter_pages(edition):
         page.goto(site + rel, wait_until="load")
         problems += [f"{rel}: {p}" for p in page.evaluate(_OVERFLOW_JS)]
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
+
+
+# -- the Chinese edition (_build/html/zh) ------------------------------------------------------
+
+ZH_TOC = ROOT / "book" / "zh" / "_toc.yml"
+
+# What the Chinese search page must find: a Chinese term (one word only with
+# the glossary's dictionary) and an nginx function, each on the page named.
+ZH_SEARCHES = {"辅助数据": "glossary.html", "ngx_pass_open_channel": "start-workers.html"}
+
+# Run in the page: the article's visible text outside code (pre), outputs
+# and the edition link, and its share of Chinese characters among its
+# letters. The API page's reference, generated from ngxlab's docstrings, is
+# English in both editions: a section that documents Python objects (autodoc's
+# dl.py) is left out.
+_CHINESE_TEXT_JS = """
+() => {
+  const article = document.querySelector('.bd-article');
+  if (!article) return {text: '', share: 0};
+  const copy = article.cloneNode(true);
+  for (const dl of copy.querySelectorAll('section > dl.py')) {
+    const section = dl.parentElement;
+    if (section.isConnected || copy.contains(section)) section.remove();
+  }
+  for (const el of copy.querySelectorAll('pre, code, .ngx-editions, .cell_output, script, style'))
+    el.remove();
+  const text = copy.textContent || '';
+  const cjk = (text.match(/[\\u3400-\\u4dbf\\u4e00-\\u9fff]/g) || []).length;
+  // letters of English words: not names in capitals (SIGHUP, QUIT), nor nginx's and ngxlab's
+  const latin = (text.match(/[A-Za-z][A-Za-z'-]*/g) || [])
+    .filter((w) => /[a-z]/.test(w) && w !== 'nginx' && w !== 'ngxlab')
+    .reduce((n, w) => n + w.length, 0);
+  return {text: text.trim().slice(0, 200), share: cjk + latin ? cjk / (cjk + latin) : 0};
+}
+"""
+
+# Run in the page: which of the page's Chinese characters the browser draws
+# as a box. Each distinct character of the article is drawn on a canvas in
+# the font of the element it sits in, and so are two code points that no
+# font has (U+10FFFD, U+10FFFC), which the browser draws as its "missing
+# glyph" box. A character drawn exactly as that box has no glyph on this
+# machine. That the two missing code points look alike is checked too: it is
+# what makes the comparison find boxes at all.
+_BOXES_JS = """
+() => {
+  const canvas = document.createElement('canvas');
+  canvas.width = 48; canvas.height = 48;
+  const ctx = canvas.getContext('2d', {willReadFrequently: true});
+  const draw = (ch, font) => {
+    ctx.clearRect(0, 0, 48, 48);
+    ctx.font = font;
+    ctx.textBaseline = 'middle';
+    ctx.fillStyle = '#000';
+    ctx.fillText(ch, 4, 24);
+    const data = ctx.getImageData(0, 0, 48, 48).data;
+    let h = 0, ink = 0;
+    for (let i = 3; i < data.length; i += 4) {
+      if (data[i]) { ink++; h = (h * 31 + i * data[i]) | 0; }
+    }
+    return `${ink}:${h}`;
+  };
+  const article = document.querySelector('.bd-article') || document.body;
+  const fonts = new Map();         // font -> set of characters drawn in it
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const chars = node.textContent.match(/[\\u3400-\\u4dbf\\u4e00-\\u9fff\\uff01-\\uff5e\\u3001-\\u3011]/g);
+    if (!chars) continue;
+    const s = getComputedStyle(node.parentElement);
+    const font = `${s.fontStyle} ${s.fontWeight} 32px ${s.fontFamily}`;
+    if (!fonts.has(font)) fonts.set(font, new Set());
+    for (const ch of chars) fonts.get(font).add(ch);
+  }
+  const result = {checked: 0, boxes: [], missingAlike: true, fonts: fonts.size};
+  for (const [font, chars] of fonts) {
+    const box = draw(String.fromCodePoint(0x10FFFD), font);
+    if (draw(String.fromCodePoint(0x10FFFC), font) !== box) result.missingAlike = false;
+    for (const ch of chars) {
+      result.checked++;
+      const drawn = draw(ch, font);
+      if (drawn === box || drawn.startsWith('0:')) result.boxes.push(ch);
+    }
+  }
+  return result;
+}
+"""
+
+
+def _zh_pages() -> list[str]:
+    """The Chinese edition's pages, below _build/html (zh/NAME.html)."""
+    toc = yaml.safe_load(ZH_TOC.read_text(encoding="utf-8"))
+    names = [toc["root"]] + [c["file"] for p in toc["parts"] for c in p["chapters"]]
+    return [f"zh/{name}.html" for name in names]
+
+
+@pytest.fixture(scope="module")
+def zh_built() -> None:
+    require((HTML / "zh" / "index.html").is_file(),
+            "the Chinese edition is not built (make book builds it into _build/html/zh)")
+
+
+@pytest.mark.timeout(300)
+def test_chinese_pages_are_chinese_and_link_both_ways(page: Page, site: str, zh_built: None):
+    """Every Chinese page: marked zh-CN, its text mostly Chinese, and its
+    "English" link opens the English page, whose "中文" link comes back."""
+    problems = []
+    for rel in _zh_pages():
+        response = page.goto(site + rel, wait_until="load")
+        if response is None or not response.ok:
+            problems.append(f"{rel}: {response and response.status}")
+            continue
+        if page.evaluate("document.documentElement.lang") != "zh-CN":
+            problems.append(f"{rel}: not marked zh-CN")
+        found = page.evaluate(_CHINESE_TEXT_JS)
+        if found["share"] < 0.5:
+            problems.append(f"{rel}: only {found['share']:.0%} of its letters are Chinese: "
+                            f"{found['text']!r}")
+        link = page.locator(".bd-article .ngx-editions a.ngx-counterpart")
+        if link.count() != 1 or link.inner_text().strip() != "English":
+            problems.append(f"{rel}: no single 'English' link at the top")
+            continue
+        link.click()
+        page.wait_for_load_state("load")
+        english = "book/" + rel.removeprefix("zh/")
+        if urlsplit(page.url).path != urlsplit(site + english).path:
+            problems.append(f"{rel}: 'English' opened {page.url}, not {english}")
+            continue
+        if page.evaluate("document.documentElement.lang") != "en":
+            problems.append(f"{english}: not marked en")
+        back = page.locator(".bd-article .ngx-editions a.ngx-counterpart")
+        if back.count() != 1 or back.inner_text().strip() != "中文":
+            problems.append(f"{english}: no single '中文' link at the top")
+            continue
+        back.click()
+        page.wait_for_load_state("load")
+        if urlsplit(page.url).path != urlsplit(site + rel).path:
+            problems.append(f"{english}: '中文' opened {page.url}, not {rel}")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_chinese_character_is_drawn_as_a_box(page: Page, site: str, zh_built: None):
+    """A machine without a CJK font draws every Chinese character as the
+    same box (.ci/run installs fonts-noto-cjk for that)."""
+    problems, checked = [], 0
+    for rel in _zh_pages():
+        page.goto(site + rel, wait_until="load")
+        found = page.evaluate(_BOXES_JS)
+        assert found["missingAlike"], \
+            f"{rel}: two code points without a glyph are drawn differently: the check cannot see boxes"
+        checked += found["checked"]
+        if found["boxes"]:
+            problems.append(f"{rel}: {len(found['boxes'])} of {found['checked']} Chinese characters "
+                            f"drawn as a box: {''.join(found['boxes'][:40])}")
+    assert checked > 1000, f"only {checked} characters checked"
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("query", list(ZH_SEARCHES))
+def test_chinese_search_finds(page: Page, site: str, zh_built: None, query: str):
+    page.goto(f"{site}zh/search.html?q={query}", wait_until="load")
+    results = page.locator("#search-results ul.search li")
+    try:
+        results.first.wait_for(state="attached", timeout=TIMEOUT_MS)
+    except Exception:
+        shown = page.locator("#search-results").inner_text() if page.locator("#search-results").count() else "(no #search-results)"
+        pytest.fail(f"the Chinese search for {query!r} found nothing: {shown.strip()[:500]}", pytrace=False)
+    hrefs = results.locator("a").evaluate_all("links => links.map(a => a.href)")
+    pages = {urlsplit(h).path.rsplit("/", 1)[-1] for h in hrefs}
+    assert ZH_SEARCHES[query] in pages, f"{query!r} found {sorted(pages)}"
+    assert all(urlsplit(h).path.startswith(urlsplit(site).path + "zh/") for h in hrefs), hrefs
+
+
+def test_chinese_sidebar_reaches_every_page(page: Page, site: str, zh_built: None):
+    pages = _zh_pages()
+    page.goto(site + pages[0], wait_until="load")
+    hrefs = page.eval_on_selector_all("nav.bd-docs-nav a[href]", "links => links.map(a => a.href)")
+    reached = {urlsplit(urldefrag(h).url).path.removeprefix(urlsplit(site).path) for h in hrefs}
+    unreached = [p for p in pages[1:] if p not in reached]
+    assert not unreached, f"pages of book/zh/_toc.yml the Chinese sidebar does not link to: {unreached}"

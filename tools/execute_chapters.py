@@ -16,6 +16,13 @@ stored: the build executes it again, one at a time, and reports the failure
 with its traceback as it always does, so ``-W`` still fails on it.
 
     python tools/execute_chapters.py [--jobs 2] [--timeout 180] CACHE_DIR CHAPTER.md...
+
+With ``--cached-only`` it executes nothing: it names each chapter that is not
+in the cache and exits 1 if there is one. ``make book`` checks the Chinese
+edition so before building it: a Chinese page's code cells are its English
+page's, so it is always in the cache once the English edition is built, and
+is never executed a second time (nor in book/zh, where a chapter would run
+with another working directory than book/).
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("chapters", nargs="+", type=Path)
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--timeout", type=int, default=180)
+    p.add_argument("--cached-only", action="store_true",
+                   help="execute nothing; fail if a chapter is not in the cache")
     args = p.parse_args(argv)
 
     from jupyter_cache import get_cache
@@ -72,6 +81,11 @@ def main(argv=None) -> int:
             cache.match_cache_notebook(nb)
         except KeyError:
             todo.append(path)
+    if args.cached_only:
+        for path in todo:
+            print(f"{path}: not in the execution cache (are its code cells its English "
+                  f"page's? tests/test_zh_pages.py compares them)", flush=True)
+        return 1 if todo else 0
     if not todo:
         return 0
     # The longest chapters first, so that two at a time end together: a
