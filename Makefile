@@ -29,7 +29,8 @@ SHELL := /bin/bash
 
 # What `make check` leaves out: the tests that look at the built book
 # (_build/html), and the one that installs ngxlab with pip into a fresh venv.
-BOOK_TESTS := tests/test_00_after_build.py tests/test_zh_after_build.py tests/test_browser.py \
+BOOK_TESTS := tests/test_00_after_build.py tests/test_zh_after_build.py tests/test_zh_figures_built.py \
+	tests/test_browser.py \
 	tests/test_install.py
 
 # What the chapters run: the hash of ngxlab's code with docstrings and comments
