@@ -261,6 +261,9 @@ def test_readme_table_from_results():
     assert "| m2, a / b | <= 1.5 | 2.00 (missed) |" in text
     assert "| m3, a / c | >= 0.8 | not measured |" in text
     assert "no target" not in text
+    # a miss that two decimals would round onto its bound shows a third
+    results["ratios"][0].update(ratio=1.152, target="<= 1.15", met=False)
+    assert "| m, a / b | <= 1.15 | 1.152 (missed) |" in report.readme_table(results)
 
 
 # -- the run kept in the repository, and the README's table -------------------------------
