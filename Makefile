@@ -135,29 +135,44 @@ book: venv
 	fi; \
 	export NGXLAB_BOOK=1; \
 	$(PY) tools/execute_chapters.py --jobs $(BOOK_JOBS) $(BUILD)/.jupyter_cache book/*.md || exit $$?; \
+	zhlog=$(BUILD)/zh-build.log; zhpid=; zrc=1; rm -f $(BUILD)/zh-seconds; \
+	zh_build() { \
+	    zhstart=$$(date +%s); \
+	    zhconf=$$($(PY) tools/zh_edition.py $(BUILD)/zh) \
+	    && $(JB) build book/zh --config "$$zhconf" --toc $(CURDIR)/book/zh/_toc.yml \
+	                --path-output $(BUILD)/zh -W -n --keep-going; zb=$$?; \
+	    echo "$$(( $$(date +%s) - zhstart ))" > $(BUILD)/zh-seconds; \
+	    return $$zb; \
+	}; \
+	if $(PY) tools/execute_chapters.py --cached-only $(BUILD)/.jupyter_cache book/zh/*.md \
+	        >$$zhlog 2>&1; then \
+	    echo "== the Chinese edition (book/zh), from the execution cache, built beside the English one (its log follows the English build's)"; \
+	    zh_build >>$$zhlog 2>&1 & zhpid=$$!; \
+	fi; \
 	$(JB) build . -W -n --keep-going; rc=$$?; \
 	if [ $$rc -ne 0 ] && compgen -G '$(BUILD)/html/reports/*' >/dev/null; then \
 	    for f in $(BUILD)/html/reports/*; do echo "== $$f"; tail -n 60 "$$f"; done; \
 	fi; \
-	zhstart=$$(date +%s); \
-	echo "== the Chinese edition (book/zh), from the execution cache"; \
-	if $(PY) tools/execute_chapters.py --cached-only $(BUILD)/.jupyter_cache book/zh/*.md; then \
-	    zhconf=$$($(PY) tools/zh_edition.py $(BUILD)/zh) \
-	    && $(JB) build book/zh --config "$$zhconf" --toc $(CURDIR)/book/zh/_toc.yml \
-	                --path-output $(BUILD)/zh -W -n --keep-going; zrc=$$?; \
-	    if [ $$zrc -ne 0 ] && compgen -G '$(BUILD)/zh/_build/html/reports/*' >/dev/null; then \
-	        for f in $(BUILD)/zh/_build/html/reports/*; do echo "== $$f"; tail -n 60 "$$f"; done; \
-	    fi; \
-	    rm -rf $(BUILD)/html/zh; \
-	    if [ -d $(BUILD)/html ] && [ -d $(BUILD)/zh/_build/html ]; then \
-	        cp -a $(BUILD)/zh/_build/html $(BUILD)/html/zh; \
-	    fi; \
+	if [ -n "$$zhpid" ]; then \
+	    wait $$zhpid; zrc=$$?; \
+	    echo "== the Chinese edition's build"; cat $$zhlog; \
 	else \
-	    echo "== the Chinese edition is not built: a page above is not in the execution cache"; \
-	    zrc=1; \
+	    echo "== the Chinese edition (book/zh), from the execution cache"; \
+	    if $(PY) tools/execute_chapters.py --cached-only $(BUILD)/.jupyter_cache book/zh/*.md; then \
+	        zh_build; zrc=$$?; \
+	    else \
+	        echo "== the Chinese edition is not built: a page above is not in the execution cache"; \
+	    fi; \
+	fi; \
+	if [ $$zrc -ne 0 ] && compgen -G '$(BUILD)/zh/_build/html/reports/*' >/dev/null; then \
+	    for f in $(BUILD)/zh/_build/html/reports/*; do echo "== $$f"; tail -n 60 "$$f"; done; \
+	fi; \
+	rm -rf $(BUILD)/html/zh; \
+	if [ -d $(BUILD)/html ] && [ -d $(BUILD)/zh/_build/html ]; then \
+	    cp -a $(BUILD)/zh/_build/html $(BUILD)/html/zh; \
 	fi; \
 	end=$$(date +%s); \
-	echo "== book build took $$(( end - start )) s, of which the Chinese edition $$(( end - zhstart )) s (exit $$rc, Chinese $$zrc)"; \
+	echo "== book build took $$(( end - start )) s (the Chinese edition's own build $$(cat $(BUILD)/zh-seconds 2>/dev/null || echo -) s; exit $$rc, Chinese $$zrc)"; \
 	if [ $$rc -eq 0 ]; then rc=$$zrc; fi; \
 	exit $$rc
 

@@ -53,8 +53,13 @@ def _execute(path: str, timeout: int):
     from jupyter_cache.executors.utils import single_nb_execution
 
     nb = _read(Path(path))
+    # startup_timeout: nbclient waits 60 s for a new kernel's first reply by
+    # default, and a kernel started beside another chapter's forking run on a
+    # loaded 2-core machine once took longer (the build then ran the chapter
+    # again, serially); give it the cells' timeout
     result = single_nb_execution(nb, cwd=str(Path(path).parent.resolve()),
-                                 timeout=timeout, allow_errors=False, meta_override=True)
+                                 timeout=timeout, allow_errors=False, meta_override=True,
+                                 startup_timeout=timeout)
     return nb, result.time, (result.exc_string if result.err is not None else None)
 
 

@@ -387,6 +387,13 @@ def _life_program(system: str, n: int, repeat: int, order: int, cal: Calibration
             try:
                 c = r.census()
                 census_ms = round((time.perf_counter() - a) * 1000, 3)
+                # the mesh can be complete before the master has written the
+                # table that names its workers' slots (ngxlab's logs/ngxlab.slots,
+                # written on the master's first pass): wait for the names
+                named_by = time.monotonic() + 2.0
+                while any(w.slot is None for w in c.workers) and time.monotonic() < named_by:
+                    time.sleep(0.01)
+                    c = r.census()
                 confirmed, detail = _confirm(c, n, cal)
             except CensusError as e:
                 confirmed, detail = False, f"census failed: {e}"
