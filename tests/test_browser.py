@@ -263,14 +263,22 @@ def test_sidebar_reaches_every_toc_page(page: Page, site: str):
     assert not unreached, f"pages in _toc.yml that the sidebar does not link to: {unreached}"
 
 
-def test_search_finds_the_term(page: Page, site: str):
-    page.goto(f"{site}search.html?q={SEARCH_TERM}", wait_until="load")
+def _search(page: Page, url: str, what: str):
+    """Open a search page (``url`` with its ``?q=``) and return its result
+    items once the first is shown; fail saying ``what`` found nothing."""
+    page.goto(url, wait_until="load")
     results = page.locator("#search-results ul.search li")
     try:
         results.first.wait_for(state="attached", timeout=TIMEOUT_MS)
     except Exception:
         shown = page.locator("#search-results").inner_text() if page.locator("#search-results").count() else "(no #search-results)"
-        pytest.fail(f"searching for {SEARCH_TERM!r} found nothing: {shown.strip()[:500]}", pytrace=False)
+        pytest.fail(f"{what} found nothing: {shown.strip()[:500]}", pytrace=False)
+    return results
+
+
+def test_search_finds_the_term(page: Page, site: str):
+    results = _search(page, f"{site}search.html?q={SEARCH_TERM}",
+                      f"searching for {SEARCH_TERM!r}")
     assert results.count() >= 1
 
 
@@ -554,13 +562,8 @@ def test_no_chinese_character_is_drawn_as_a_box(page: Page, site: str, zh_built:
 
 @pytest.mark.parametrize("query", list(ZH_SEARCHES))
 def test_chinese_search_finds(page: Page, site: str, zh_built: None, query: str):
-    page.goto(f"{site}zh/search.html?q={query}", wait_until="load")
-    results = page.locator("#search-results ul.search li")
-    try:
-        results.first.wait_for(state="attached", timeout=TIMEOUT_MS)
-    except Exception:
-        shown = page.locator("#search-results").inner_text() if page.locator("#search-results").count() else "(no #search-results)"
-        pytest.fail(f"the Chinese search for {query!r} found nothing: {shown.strip()[:500]}", pytrace=False)
+    results = _search(page, f"{site}zh/search.html?q={query}",
+                      f"the Chinese search for {query!r}")
     hrefs = results.locator("a").evaluate_all("links => links.map(a => a.href)")
     pages = {urlsplit(h).path.rsplit("/", 1)[-1] for h in hrefs}
     assert ZH_SEARCHES[query] in pages, f"{query!r} found {sorted(pages)}"
