@@ -100,6 +100,9 @@ def test_the_polls_descriptor_count_is_the_census_count():
     child = subprocess.Popen(["sleep", "30"], pass_fds=(r, w))
     try:
         wait_for(lambda: proc.comm(child.pid) == "sleep", 10, "the child's exec")
+        # asleep in nanosleep: right after the exec, sleep's own start-up may
+        # still hold a file open (the locale archive) for a moment
+        proc.wait_state(child.pid, "S", timeout=10)
         assert scale._fd_count(child.pid) == proc.fd_count(child.pid) == 5
     finally:
         os.close(r)
