@@ -114,10 +114,17 @@ def _new_fds(before: dict[int, str]) -> dict[int, str]:
     """Descriptors open now that were not open (to the same thing) before, after a settle."""
     deadline = time.monotonic() + FD_SETTLE_S
     while True:
-        gc.collect()  # sockets kept alive only by a reference cycle
         now = fd_table()
         new = {fd: target for fd, target in now.items() if before.get(fd) != target}
         if not new or time.monotonic() >= deadline:
+            return new
+        # a socket kept alive only by a reference cycle: collected here, and
+        # only here (a collection of the suite's process takes 50 to 100 ms,
+        # which every test paid before it looked)
+        gc.collect()
+        now = fd_table()
+        new = {fd: target for fd, target in now.items() if before.get(fd) != target}
+        if not new:
             return new
         time.sleep(0.02)
 
