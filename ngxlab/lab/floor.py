@@ -162,7 +162,7 @@ class _Master:
         table[slot] = (pid, ch0, ch1)
         msg = [_MESSAGE.pack(_OPEN_CHANNEL, pid, slot, ch0)]
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", ch0))]
-        for k, s in enumerate(socks):
+        for s in socks:
             if s is not None:
                 s.sendmsg(msg, anc)
         socks[slot] = socket.socket(fileno=ch0)
@@ -184,7 +184,7 @@ class _Master:
             self.spawn(0)
         time.sleep(0.1)
         msg = _MESSAGE.pack(_QUIT, 0, 0, -1)
-        for k in old - self.quitting:
+        for k in sorted(old - self.quitting):       # in slot order, as nginx goes
             self.socks[k].sendall(msg)
             self.quitting.add(k)
 
@@ -207,7 +207,7 @@ class _Master:
             k = slots.get(pid)
             if k is None:
                 continue
-            _, ch0, ch1 = self.table[k]
+            ch1 = self.table[k][2]
             self.socks[k].close()       # channel[0]
             os.close(ch1)
             self.table[k] = self.socks[k] = None

@@ -45,10 +45,11 @@ master and of all workers, the third ratio of the table.
 Absolute times on a shared machine are noise; the ratios ngxlab / nginx of
 one run are the result. The floor splits each of them in two: ngxlab /
 floor is what ngxlab does beyond the mesh's system calls in Python, floor /
-nginx what Python costs over C for those same calls (the floor's settled
-descriptor counts, like the others', are read before the reload: a worker
-holds its channel, N-1 peers' ``channel[0]``, its epoll instance and
-stdio). Where nginx cannot run, its side is skipped, with the reason.
+nginx what Python costs over C for those same calls. Its reload ends as
+the others' do, at the descriptor counts its master and workers held
+before it (a worker: its channel, N-1 peers' ``channel[0]``, its epoll
+instance and stdio). Where nginx cannot run, its side is skipped, with the
+reason.
 
 ``python -m ngxlab.lab.scale [--workers 400] [--repeats 1] [--no-floor]``
 prints the table.
@@ -70,8 +71,8 @@ from ngxlab.lab.nginx import Nginx, nginx_available, nginx_version
 from ngxlab.lab.report import machine_info
 from ngxlab.lab.run import FloorProcess, MasterProcess
 
-__all__ = ["ScaleRun", "ScaleResult", "TARGETS", "SYSTEMS", "PAIRS", "FULL_WORKERS", "QUICK_WORKERS", "scale",
-           "measure_one"]
+__all__ = ["ScaleRun", "ScaleResult", "TARGETS", "SYSTEMS", "PAIRS", "FULL_WORKERS",
+           "QUICK_WORKERS", "scale", "measure_one"]
 
 # ngxlab bench --only scale: the worker counts of a full and a quick run
 FULL_WORKERS = 400
