@@ -319,7 +319,10 @@ def test_saved_scale_run_is_whole():
         assert r["ratio"] is not None and r["met"] == t.met(r["ratio"])
     assert run["scale"]["workers"] == scale.FULL_WORKERS
     systems = [r["system"] for r in run["scale"]["runs"]]
-    assert sorted(systems) == sorted(["nginx", "ngxlab"] * scale.FULL_REPEATS)
+    # the Python floor beside them (a run kept before it had none)
+    assert systems.count("floor") in (0, scale.FULL_REPEATS)
+    assert sorted(s for s in systems if s != "floor") == \
+        sorted(["nginx", "ngxlab"] * scale.FULL_REPEATS)
 
 
 @pytest.mark.parametrize("i", range(len(bench.saved())))

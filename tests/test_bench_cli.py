@@ -126,7 +126,7 @@ def test_bench_scale_section_runs_only_when_asked(tmp_path, nginx_bin):
     r = json.loads((out / "results.json").read_text())
     sc = r["scale"]
     assert r["sections"] == ["scale"] and sc["workers"] == scale.QUICK_WORKERS
-    assert sorted(x["system"] for x in sc["runs"]) == ["nginx", "ngxlab"]
+    assert sorted(x["system"] for x in sc["runs"]) == ["floor", "nginx", "ngxlab"]
     assert all(x["settled"] for x in sc["runs"])
     times = {x["system"]: x for x in sc["runs"]}
     for what, key in (("reload", "reload_s"), ("QUIT", "quit_s")):
@@ -135,6 +135,11 @@ def test_bench_scale_section_runs_only_when_asked(tmp_path, nginx_bin):
         assert line["ratio"] == pytest.approx(times["ngxlab"][key] / times["nginx"][key])
         # the targets are the book's at 400 workers, not at the quick run's count
         assert line["target"] is None
+        # and the Python floor splits it: ngxlab / floor, floor / nginx
+        for subject, reference in (("ngxlab", "floor"), ("floor", "nginx")):
+            split = next(x for x in r["ratios"] if x["measure"] == line["measure"]
+                         and (x["subject"], x["reference"]) == (subject, reference))
+            assert split["ratio"] == pytest.approx(times[subject][key] / times[reference][key])
     assert f"{scale.QUICK_WORKERS} workers" in done.stdout
 
 

@@ -1,7 +1,9 @@
 """The Python floor (ngxlab.lab.floor) and its runner: it builds the same
 mesh as nginx (2N channel ends in the master, N in each worker, matched
-by the census), leaves nothing behind, and imports nothing of ngxlab's
-mirrors nor ctypes (it is the floor of a pure-Python start-up)."""
+by the census), reloads it (a new generation, the old one told to QUIT and
+closed everywhere) and quits gracefully, leaves nothing behind, and
+imports nothing of ngxlab's mirrors nor ctypes (it is the floor of a
+pure-Python start-up)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import sys
 import time
 
 import pytest
+from _tools import wait_for
 
 from ngxlab.lab import proc
 from ngxlab.lab.runner import ngxlab_env
@@ -33,6 +36,44 @@ def test_floor_builds_the_full_mesh_and_goes(n):
         master, workers = r.master_pid, list(r.worker_pids)
     assert r.returncode == 0                  # QUIT: it stopped its children and exited
     for pid in [master, *workers]:
+        assert not proc.alive(pid)
+
+
+def test_floor_reloads_twice_and_quits_leaving_nothing():
+    """20 workers, two reloads (the second takes the first generation's
+    slots again), then QUIT: each reload ends with N new children and the
+    same descriptor counts as before it (the old generation's pairs closed
+    in the master and, on CLOSE_CHANNEL, in every new worker), a full mesh
+    by the census; QUIT reaps every child and the master exits 0."""
+    n = 20
+    r = FloorProcess(n, start_timeout=30)
+    with r:
+        master = r.master_pid
+        seen = set(r.worker_pids)
+        base_master = proc.fd_count(master)
+        base_worker = {proc.fd_count(p) for p in seen}
+        assert base_master == 2 * n + 3 and len(base_worker) == 1
+        old = seen
+        for _ in range(2):
+            os.kill(master, signal.SIGHUP)
+
+            def settled():
+                kids = set(proc.children(master, zombies=True))
+                return (len(kids) == n and not kids & seen
+                        and proc.fd_count(master) == base_master
+                        and {proc.fd_count(k) for k in kids} == base_worker and kids)
+
+            new = wait_for(settled, 30, "the reload settled", interval=0.02)
+            assert not any(proc.alive(p) for p in old)
+            c = r.census()
+            assert c.is_full_mesh(n) and len(c.workers) == n
+            seen |= new
+            old = new
+        assert len(seen) == 3 * n
+        os.kill(master, signal.SIGQUIT)
+        assert r.wait_exit(30) == 0
+        assert not (r.prefix / "logs" / "floor.pid").exists()
+    for pid in [master, *seen]:
         assert not proc.alive(pid)
 
 

@@ -44,12 +44,35 @@ def test_voluntary_switches_count_sleeps():
 
 
 @pytest.mark.timeout(120)
+def test_the_floor_reloads_and_quits_as_measured():
+    # the Python floor through the same measurement: settled (N new
+    # children, the old ones gone, the settled descriptor counts), each old
+    # worker woken by the OPEN_CHANNELs and its QUIT, and a QUIT to the exit
+    run = scale.measure_one("floor", 20, timeout=60, start_timeout=60)
+    assert run.system == "floor" and run.settled, run
+    assert run.quit_s < 30, run
+    assert 1 <= run.old_wakes <= 2 * 20 + run.polls, run
+    assert run.old_wake_us > 0 and run.reload_workers_cpu_s > 0, run
+
+
+@pytest.mark.timeout(180)
 def test_side_by_side_with_nginx(nginx_bin):
-    result = scale.scale(4)
-    assert [r.system for r in result.runs] == ["nginx", "ngxlab"]
+    result = scale.scale(4, repeats=2)
+    # interleaved, the order rotating: nginx first, then ngxlab first
+    assert [r.system for r in result.runs] == ["nginx", "ngxlab", "floor",
+                                               "ngxlab", "floor", "nginx"]
     assert all(r.settled for r in result.runs), result.runs
     assert result.reload_ratio > 0 and result.quit_ratio > 0
-    assert "ratio" in result.table()
+    rows = result.ratios()
+    assert [(x["subject"], x["reference"]) for x in rows] == \
+        [("ngxlab", "nginx")] * 4 + [("ngxlab", "floor")] * 4 + [("floor", "nginx")] * 4
+    # the floor splits the ratio to nginx: ngxlab / floor x floor / nginx
+    reload = [x["ratio"] for x in rows if x["measure"].startswith("reload of 4 workers, HUP")]
+    assert reload[0] == pytest.approx(reload[1] * reload[2])
+    assert all(x["target"] is None for x in rows)      # the targets are at 400 workers
+    text = result.table()
+    assert "ngxlab/nginx" in text and "ngxlab/floor" in text and "floor/nginx" in text
+    assert [r.system for r in scale.scale(4, floor=False).runs] == ["nginx", "ngxlab"]
 
 
 @pytest.mark.timeout(600)

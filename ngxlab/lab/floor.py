@@ -1,4 +1,4 @@
-"""The Python floor of a start-up: only what nginx's start-up does for the mesh.
+"""The Python floor of a start-up and a reload: only what nginx does for the mesh.
 
 ``python -m ngxlab.lab.floor --workers N --prefix DIR`` is started the way
 ``python -m ngxlab run`` is (same interpreter, same environment, the same
@@ -23,13 +23,32 @@ same interleaved runs: ngxlab / floor is what ngxlab adds to Python, floor /
 nginx what Python adds to C. Its runner, with the vocabulary of
 ``MasterProcess`` and ``Nginx``, is :class:`ngxlab.lab.run.FloorProcess`.
 
-The master stops its children with SIGTERM and exits on SIGTERM, SIGQUIT
-or SIGINT, and when it is no longer the child of ``--parent PID`` (by
-default the process that started it; checked once a second); a child exits
-when its master is gone.
+A reload, the floor of :mod:`ngxlab.lab.scale`'s: on SIGHUP the master
+does what nginx's reload does to the mesh, and nothing else. It spawns N
+new children as at start-up (socketpair, fork, OPEN_CHANNEL to every live
+child, old and new), each closing the other slots' ``channel[1]`` and its
+own ``channel[0]``; sleeps nginx's 100 ms "to allow new processes to
+start"; sends a QUIT message (32 bytes) to every old child, which exits on
+it. When a child exits (SIGCHLD, ``waitpid``) the master closes both of its
+ends of that child's pair, frees the slot and sends CLOSE_CHANNEL (with the
+slot) to every child still live, which closes its copy of that slot's
+``channel[0]``, as ``ngx_reap_children`` does. A freed slot is reused by
+the next spawn (the first free one, as ``ngx_spawn_process`` picks), so a
+second reload takes the first generation's slots again. A child reads the
+OPEN_CHANNELs of its start-up one per wake (as the start-up floor always
+has), and afterwards, like nginx's channel handler, reads at each wake
+until ``recvmsg`` finds nothing (EAGAIN, with ``MSG_DONTWAIT``).
+
+SIGQUIT is a graceful stop as nginx's: a QUIT message to every child, the
+same reaping (CLOSE_CHANNEL to the children still live), and the master
+exits once the last child is reaped. SIGTERM or SIGINT, or the master no
+longer being the child of ``--parent PID`` (by default the process that
+started it; checked once a second), stop the children with SIGTERM; a
+child exits when its master is gone.
 
 This file imports only what the floor needs before its first fork (``os``,
-``socket``, ``struct``, ``select``, ``signal``, ``sys``).
+``socket``, ``struct``, ``select``, ``signal``, ``sys``); a reload imports
+``time``.
 
 Not a mirror of nginx: nothing here has an ``ngx_`` name.
 """
@@ -43,83 +62,224 @@ import sys
 
 PID_NAME = "floor.pid"
 _MESSAGE = struct.Struct("@Lili0l")     # ngx_channel_t: command, pid, slot, fd
+# the commands' values are ngxlab.channel's (nginx's), not imported: the floor
+# imports nothing of the mirrors
 _OPEN_CHANNEL = 1
+_CLOSE_CHANNEL = 2
+_QUIT = 3
+# what the master waits for: a signal to stop, a reload, a child's exit
+_STOP = {signal.SIGTERM, signal.SIGINT}
+_SIGNALS = {*_STOP, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD}
 
 
-def _child(slot, pairs, parent):
-    """A worker of the floor: close what is not its own, wait on its channel,
-    keep every descriptor that arrives."""
-    for k, (ch0, ch1) in enumerate(pairs):
-        if k != slot:
-            os.close(ch1)
-    own = pairs[slot][1]
-    os.close(pairs[slot][0])
+def _child(slot, table, parent, startup, unblock):
+    """A worker of the floor: close what is not its own (the other slots'
+    ``channel[1]``, its own ``channel[0]``), wait on its channel, keep the
+    descriptor each OPEN_CHANNEL brings, close a slot's on CLOSE_CHANNEL,
+    exit on QUIT (or when the master is gone).
+
+    ``table``: the master's slots when it forked, ``(pid, channel[0],
+    channel[1])`` or None. The first ``startup`` messages are read one per
+    wake (a start-up's OPEN_CHANNELs, as the start-up floor has always read
+    them); after them each wake reads until ``recvmsg`` says EAGAIN, as
+    nginx's (and ngxlab's) channel handler does. ``unblock``: the signals
+    the master had blocked when it forked (a reload's children)."""
+    peers = {}                          # slot: the channel[0] this worker holds
+    for k, entry in enumerate(table):
+        if entry is not None and k != slot:
+            os.close(entry[2])
+            peers[k] = entry[1]
+    own = table[slot][2]
+    os.close(table[slot][1])
+    if unblock:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
     ep = select.epoll()
     ep.register(own, select.EPOLLIN)
     sock = socket.socket(fileno=own)
     space = socket.CMSG_SPACE(4)
-    kept = []
+    size = _MESSAGE.size
     while True:
         if not ep.poll(1.0):
             if os.getppid() != parent:
                 os._exit(0)
             continue
-        data, anc, _, _ = sock.recvmsg(_MESSAGE.size, space)
-        if not data:
-            os._exit(0)
-        for _, _, cdata in anc:
-            kept.append(int.from_bytes(cdata[:4], sys.byteorder, signed=True))
+        flags = 0
+        while True:
+            try:
+                data, anc, _, _ = sock.recvmsg(size, space, flags)
+            except BlockingIOError:
+                break
+            if not data:
+                os._exit(0)
+            command, _, peer, _ = _MESSAGE.unpack(data)
+            if command == _OPEN_CHANNEL:
+                for _, _, cdata in anc:
+                    peers[peer] = int.from_bytes(cdata[:4], sys.byteorder, signed=True)
+            elif command == _CLOSE_CHANNEL:
+                fd = peers.pop(peer, None)
+                if fd is not None:
+                    os.close(fd)
+            elif command == _QUIT:
+                os._exit(0)
+            if startup:
+                startup -= 1
+                break
+            flags = socket.MSG_DONTWAIT
+
+
+class _Master:
+    """The floor's master: its slots, and what it does to them."""
+
+    def __init__(self, n, pid):
+        self.n = n
+        self.pid = pid
+        self.table = []                 # slot: (pid, channel[0], channel[1]) or None
+        self.socks = []                 # slot: the socket of channel[0], or None
+        self.quitting = set()           # the slots sent a QUIT
+        self.blocked = ()               # the signals blocked once the mesh is built
+
+    def spawn(self, startup):
+        """One child in the first free slot (a freed slot is reused, as
+        ``ngx_spawn_process`` does, else the table grows): socketpair, fork,
+        then OPEN_CHANNEL (its ``channel[0]`` as ``SCM_RIGHTS``) to every
+        other live child, as ``ngx_pass_open_channel`` does."""
+        table, socks = self.table, self.socks
+        try:
+            slot = table.index(None)
+        except ValueError:
+            slot = len(table)
+            table.append(None)
+            socks.append(None)
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ch0, ch1 = a.detach(), b.detach()
+        table[slot] = (0, ch0, ch1)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child(slot, table, self.pid, startup, self.blocked)
+            finally:
+                os._exit(1)
+        table[slot] = (pid, ch0, ch1)
+        msg = [_MESSAGE.pack(_OPEN_CHANNEL, pid, slot, ch0)]
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", ch0))]
+        for s in socks:
+            if s is not None:
+                s.sendmsg(msg, anc)
+        socks[slot] = socket.socket(fileno=ch0)
+
+    def quit(self):
+        """QUIT to every child not yet told (``ngx_signal_worker_processes``)."""
+        msg = _MESSAGE.pack(_QUIT, 0, 0, -1)
+        for k, s in enumerate(self.socks):
+            if s is not None and k not in self.quitting:
+                s.sendall(msg)
+                self.quitting.add(k)
+
+    def reload(self):
+        """What a reload does to the mesh: N new children, nginx's 100 ms
+        for them to start, then QUIT to the old ones."""
+        import time
+        old = {k for k, s in enumerate(self.socks) if s is not None}
+        for _ in range(self.n):
+            self.spawn(0)
+        time.sleep(0.1)
+        msg = _MESSAGE.pack(_QUIT, 0, 0, -1)
+        for k in sorted(old - self.quitting):       # in slot order, as nginx goes
+            self.socks[k].sendall(msg)
+            self.quitting.add(k)
+
+    def reap(self):
+        """Every exited child: close the master's ends of its pair, free its
+        slot, then CLOSE_CHANNEL (its slot) to every child still live, as
+        ``ngx_reap_children`` does. Returns whether a child is left."""
+        gone = []
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            gone.append(pid)
+        slots = {entry[0]: k for k, entry in enumerate(self.table) if entry is not None}
+        freed = []
+        for pid in gone:
+            k = slots.get(pid)
+            if k is None:
+                continue
+            ch1 = self.table[k][2]
+            self.socks[k].close()       # channel[0]
+            os.close(ch1)
+            self.table[k] = self.socks[k] = None
+            self.quitting.discard(k)
+            freed.append((pid, k))
+        for pid, k in freed:
+            msg = _MESSAGE.pack(_CLOSE_CHANNEL, pid, k, -1)
+            for s in self.socks:
+                if s is not None:
+                    s.sendall(msg)
+        return any(s is not None for s in self.socks)
+
+    def terminate(self):
+        """SIGTERM to every child, and wait for each."""
+        pids = [entry[0] for entry in self.table if entry is not None]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        for s in self.socks:
+            if s is not None:
+                s.detach()
 
 
 def main(argv=None):
     """The floor's master: ``--workers N --prefix DIR [--parent PID]``. Writes
-    ``DIR/logs/floor.pid``, builds the mesh, waits for SIGTERM, SIGQUIT or
-    SIGINT (or for its parent to go), stops its children, returns 0."""
+    ``DIR/logs/floor.pid``, builds the mesh, then waits for signals: SIGHUP
+    reloads (see the module's docstring), SIGQUIT quits gracefully (QUIT
+    to every child, reaps them all), SIGTERM and SIGINT (or its parent's
+    exit) stop the children with SIGTERM. Returns 0."""
     argv = sys.argv[1:] if argv is None else argv
     args = dict(zip(argv[::2], argv[1::2]))
     n = int(args["--workers"])
     prefix = args["--prefix"]
     starter = int(args.get("--parent", os.getppid()))
-    master = os.getpid()
+    master = _Master(n, os.getpid())
     with open(os.path.join(prefix, "logs", PID_NAME), "w") as f:
-        f.write(f"{master}\n")
+        f.write(f"{master.pid}\n")
 
-    pairs = []
-    pids = []
-    socks = []
     for slot in range(n):
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pairs.append((a.detach(), b.detach()))
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _child(slot, pairs, master)
-            finally:
-                os._exit(1)
-        pids.append(pid)
-        msg = [_MESSAGE.pack(_OPEN_CHANNEL, pid, slot, pairs[slot][0])]
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", pairs[slot][0]))]
-        for k in range(slot):
-            socks[k].sendmsg(msg, anc)
-        socks.append(socket.socket(fileno=pairs[slot][0]))
+        master.spawn(n - 1 - slot)      # slot k reads N-1-k OPEN_CHANNELs as it starts
 
     # the master keeps both ends of every pair, as nginx's does
-    signals = {signal.SIGTERM, signal.SIGQUIT, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    while signal.sigtimedwait(signals, 1.0) is None and os.getppid() == starter:
-        pass
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for pid in pids:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    for s in socks:
-        s.detach()
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    master.blocked = _SIGNALS
+    quitting = False
+    while True:
+        info = signal.sigtimedwait(_SIGNALS, 1.0)
+        if info is None:
+            if os.getppid() != starter:
+                break
+            continue
+        signo = info.si_signo
+        if signo in _STOP:
+            break
+        if signo == signal.SIGCHLD:
+            if not master.reap() and quitting:
+                break
+        elif signo == signal.SIGQUIT:
+            quitting = True
+            master.quit()
+            if not master.reap():
+                break
+        elif signo == signal.SIGHUP and not quitting:
+            master.reload()
+    master.terminate()
     os.unlink(os.path.join(prefix, "logs", PID_NAME))
     return 0
 

@@ -1,10 +1,13 @@
 """The master at scale: a reload and a QUIT with hundreds of workers, ngxlab
-beside a real nginx, measured in one run.
+beside a real nginx and the Python floor, measured in one run.
 
 A measurement, not a test: nothing here asserts a speed. :func:`scale` starts
-a real nginx (:class:`~ngxlab.lab.nginx.Nginx`) and ``ngxlab run``
-(:class:`~ngxlab.lab.run.MasterProcess`) with the same number of workers, one
-after the other (the order alternating between repeats), and times on each:
+a real nginx (:class:`~ngxlab.lab.nginx.Nginx`), ``ngxlab run``
+(:class:`~ngxlab.lab.run.MasterProcess`) and the Python floor
+(:class:`~ngxlab.lab.run.FloorProcess`, :mod:`ngxlab.lab.floor`: only the
+mesh's system calls, in Python, a reload's included) with the same number
+of workers, one after the other (the order rotating between repeats), and
+times on each:
 
 reload
     from ``kill(master, SIGHUP)`` until the new generation is complete and
@@ -34,17 +37,22 @@ short ones of nginx most.) The QUIT's end is seen by the runner's
 During the reload, :data:`SAMPLE` old workers (spread over the slots) are
 followed at each poll: how often each was woken (its voluntary context
 switches: it sleeps in ``epoll_wait``) and how much CPU it used, until it
-exits. Both systems wake an old worker once per message it is sent (one
+exits. All three wake an old worker once per message it is sent (one
 OPEN_CHANNEL per new worker, then QUIT), so the CPU per wake is where they
 differ; with no core to spare, the reload takes as long as the CPU of the
 master and of all workers, the third ratio of the table.
 
 Absolute times on a shared machine are noise; the ratios ngxlab / nginx of
-one run are the result. Where nginx cannot run, its side is skipped, with
-the reason.
+one run are the result. The floor splits each of them in two: ngxlab /
+floor is what ngxlab does beyond the mesh's system calls in Python, floor /
+nginx what Python costs over C for those same calls. Its reload ends as
+the others' do, at the descriptor counts its master and workers held
+before it (a worker: its channel, N-1 peers' ``channel[0]``, its epoll
+instance and stdio). Where nginx cannot run, its side is skipped, with the
+reason.
 
-``python -m ngxlab.lab.scale [--workers 400] [--repeats 1]`` prints the
-table.
+``python -m ngxlab.lab.scale [--workers 400] [--repeats 1] [--no-floor]``
+prints the table.
 """
 
 from __future__ import annotations
@@ -61,10 +69,10 @@ from ngxlab.lab import proc, report
 from ngxlab.lab.compare import Target, row
 from ngxlab.lab.nginx import Nginx, nginx_available, nginx_version
 from ngxlab.lab.report import machine_info
-from ngxlab.lab.run import MasterProcess
+from ngxlab.lab.run import FloorProcess, MasterProcess
 
-__all__ = ["ScaleRun", "ScaleResult", "TARGETS", "FULL_WORKERS", "QUICK_WORKERS", "scale",
-           "measure_one"]
+__all__ = ["ScaleRun", "ScaleResult", "TARGETS", "SYSTEMS", "PAIRS", "FULL_WORKERS",
+           "QUICK_WORKERS", "scale", "measure_one"]
 
 # ngxlab bench --only scale: the worker counts of a full and a quick run
 FULL_WORKERS = 400
@@ -75,6 +83,12 @@ QUICK_REPEATS = 1
 
 # how many old workers are followed during a reload for their wakes and CPU
 SAMPLE = 16
+
+# the systems, in the order of a first repeat (later repeats rotate it)
+SYSTEMS = ("nginx", "ngxlab", "floor")
+# the pairs ratios() compares: ngxlab / nginx (the targets), then ngxlab /
+# floor (what ngxlab adds to Python) and floor / nginx (what Python adds to C)
+PAIRS = (("ngxlab", "nginx"), ("ngxlab", "floor"), ("floor", "nginx"))
 
 # what the book asks of the master at scale: a reload and a QUIT within
 # twice nginx's time, measured in the same run
@@ -88,7 +102,7 @@ TARGETS = (
 class ScaleRun:
     """One system, one repeat."""
 
-    system: str             # "nginx" or "ngxlab"
+    system: str             # "nginx", "ngxlab" or "floor"
     workers: int
     repeat: int
     start_s: float          # start until the full mesh (the runner's own wait, census included)
@@ -128,40 +142,43 @@ class ScaleResult:
     @property
     def reload_ratio(self) -> float | None:
         """ngxlab / nginx, medians of the reload times."""
-        a, b = self.median("ngxlab", "reload_s"), self.median("nginx", "reload_s")
-        return None if a is None or not b else a / b
+        return self.ratio("ngxlab", "nginx", "reload_s")
 
     @property
     def quit_ratio(self) -> float | None:
-        a, b = self.median("ngxlab", "quit_s"), self.median("nginx", "quit_s")
+        return self.ratio("ngxlab", "nginx", "quit_s")
+
+    def ratio(self, subject: str, reference: str, what: str = "reload_s") -> float | None:
+        """``subject`` / ``reference``, medians of ``what``; None where
+        either did not run (or the reference is zero)."""
+        a, b = self.median(subject, what), self.median(reference, what)
         return None if a is None or not b else a / b
 
     def ratios(self) -> list[dict]:
-        """Rows of ``ngxlab bench``'s table: ngxlab / nginx, medians of this
-        run, with the targets of :data:`TARGETS` at their worker count."""
-        if not any(r.system == "nginx" for r in self.runs):
-            return []
-        return [row(f"reload of {self.workers} workers, HUP to settled", "ngxlab", "nginx",
-                    self.median("ngxlab", "reload_s"), self.median("nginx", "reload_s"), "s",
-                    TARGETS),
-                row(f"QUIT of {self.workers} workers, to the master's exit", "ngxlab", "nginx",
-                    self.median("ngxlab", "quit_s"), self.median("nginx", "quit_s"), "s",
-                    TARGETS),
-                row(f"reload of {self.workers} workers, CPU of master and workers", "ngxlab",
-                    "nginx", self.median("ngxlab", "reload_cpu_s"),
-                    self.median("nginx", "reload_cpu_s"), "s", TARGETS),
-                row(f"reload of {self.workers} workers, CPU per wake of an old worker",
-                    "ngxlab", "nginx", self.median("ngxlab", "old_wake_us"),
-                    self.median("nginx", "old_wake_us"), "us", TARGETS)]
+        """Rows of ``ngxlab bench``'s table, medians of this run: ngxlab /
+        nginx with the targets of :data:`TARGETS` at their worker count,
+        then ngxlab / floor and floor / nginx (no target: where the gap
+        is) for the pairs that ran."""
+        n = self.workers
+        measures = ((f"reload of {n} workers, HUP to settled", "reload_s", "s"),
+                    (f"QUIT of {n} workers, to the master's exit", "quit_s", "s"),
+                    (f"reload of {n} workers, CPU of master and workers", "reload_cpu_s", "s"),
+                    (f"reload of {n} workers, CPU per wake of an old worker", "old_wake_us",
+                     "us"))
+        ran = {r.system for r in self.runs}
+        return [row(measure, subject, reference, self.median(subject, what),
+                    self.median(reference, what), unit, TARGETS)
+                for subject, reference in PAIRS if subject in ran and reference in ran
+                for measure, what, unit in measures]
 
     def table(self) -> str:
         lines = [f"{self.workers} workers, {self.machine}",
-                 f"{'':8} {'reload s':>9} {'quit s':>9} {'start s':>9}"
+                 f"{'':12} {'reload s':>9} {'quit s':>9} {'start s':>9}"
                  f"   reload CPU s: master, workers"]
-        for system in ("nginx", "ngxlab"):
+        for system in SYSTEMS:
             if not any(r.system == system for r in self.runs):
                 continue
-            lines.append(f"{system:8} {self.median(system, 'reload_s'):>9.2f} "
+            lines.append(f"{system:12} {self.median(system, 'reload_s'):>9.2f} "
                          f"{self.median(system, 'quit_s'):>9.2f} "
                          f"{self.median(system, 'start_s'):>9.2f}"
                          f"   {self.median(system, 'reload_master_cpu_s'):>6.2f} "
@@ -169,19 +186,27 @@ class ScaleResult:
                          f"   old worker: {self.median(system, 'old_wakes'):>5.0f} wakes, "
                          f"{self.median(system, 'old_wake_us'):>5.1f} us CPU each;"
                          f"   polling {self.median(system, 'measure_cpu_s'):.2f} s CPU")
-        if self.reload_ratio is not None:
-            cpu = [self.median(s, "reload_cpu_s") for s in ("ngxlab", "nginx")]
-            wake = [self.median(s, "old_wake_us") for s in ("ngxlab", "nginx")]
-            lines.append(f"{'ratio':8} {self.reload_ratio:>9.2f} {self.quit_ratio:>9.2f}"
-                         f"   (ngxlab / nginx, medians of this run; reload CPU "
-                         f"{cpu[0] / cpu[1] if cpu[1] else float('nan'):.2f}, "
-                         f"CPU per wake {wake[0] / wake[1] if wake[1] else float('nan'):.2f})")
+
+        def f(x):
+            return "-" if x is None else f"{x:.2f}"
+
+        for subject, reference in PAIRS:
+            name = f"{subject}/{reference}"
+            if self.ratio(subject, reference) is None:
+                continue
+            lines.append(f"{name:12} {f(self.ratio(subject, reference)):>9} "
+                         f"{f(self.ratio(subject, reference, 'quit_s')):>9}"
+                         f"   (medians of this run; reload CPU "
+                         f"{f(self.ratio(subject, reference, 'reload_cpu_s'))}, "
+                         f"CPU per wake {f(self.ratio(subject, reference, 'old_wake_us'))})")
         return report.table_text(lines, self.nginx_skipped)
 
     def to_dict(self) -> dict:
         return {"workers": self.workers, "machine": self.machine,
                 "nginx_version": self.nginx_version, "nginx_skipped": self.nginx_skipped,
                 "reload_ratio": self.reload_ratio, "quit_ratio": self.quit_ratio,
+                "floor_reload_ratios": {"ngxlab/floor": self.ratio("ngxlab", "floor"),
+                                        "floor/nginx": self.ratio("floor", "nginx")},
                 "runs": [asdict(r) for r in self.runs], **self.extra}
 
 
@@ -212,12 +237,14 @@ def _fd_count(pid: int) -> int:
 def _runner(system: str, n: int, start_timeout: float):
     if system == "nginx":
         return Nginx(workers=n, start_timeout=start_timeout)
+    if system == "floor":
+        return FloorProcess(n, start_timeout=start_timeout)
     return MasterProcess(workers=n, start_timeout=start_timeout)
 
 
 def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
                 timeout: float = 600.0, start_timeout: float = 300.0) -> ScaleRun:
-    """Start ``system`` ("nginx" or "ngxlab") with ``n`` workers, time a
+    """Start ``system`` ("nginx", "ngxlab" or "floor") with ``n`` workers, time a
     reload and then a QUIT (see the module's docstring), stop it."""
     r = _runner(system, n, start_timeout)
     t = time.perf_counter()
@@ -281,18 +308,21 @@ def measure_one(system: str, n: int, *, repeat: int = 0, poll: float = 0.02,
 
 
 def scale(n: int = 400, *, repeats: int = 1, poll: float = 0.02,
-          timeout: float = 600.0) -> ScaleResult:
-    """nginx and ngxlab with ``n`` workers: ``repeats`` reloads and QUITs of
-    each, interleaved (nginx first on even repeats). nginx is skipped, with
-    the reason, where it cannot run."""
+          timeout: float = 600.0, floor: bool = True) -> ScaleResult:
+    """nginx, ngxlab and (with ``floor``) the Python floor with ``n``
+    workers: ``repeats`` reloads and QUITs of each, interleaved, the order
+    of :data:`SYSTEMS` rotated by one at each repeat (nginx first on the
+    first; without the floor, nginx first on even repeats). nginx is
+    skipped, with the reason, where it cannot run."""
     path, why = nginx_available()
     version = None
     if path is not None:
         version = nginx_version(path)
+    systems = [s for s in SYSTEMS if s != "floor" or floor]
     runs = []
     for repeat in range(repeats):
-        order = ["nginx", "ngxlab"] if repeat % 2 == 0 else ["ngxlab", "nginx"]
-        for system in order:
+        k = repeat % len(systems)
+        for system in systems[k:] + systems[:k]:
             if system == "nginx" and path is None:
                 continue
             runs.append(measure_one(system, n, repeat=repeat, poll=poll, timeout=timeout))
@@ -303,11 +333,13 @@ def scale(n: int = 400, *, repeats: int = 1, poll: float = 0.02,
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ngxlab.lab.scale",
                                 description="A reload and a QUIT with many workers: "
-                                            "ngxlab beside a real nginx, in one run.")
+                                            "ngxlab beside a real nginx and the Python "
+                                            "floor, in one run.")
     p.add_argument("--workers", type=int, default=400)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--no-floor", action="store_true", help="leave the Python floor out")
     args = p.parse_args(argv)
-    print(scale(args.workers, repeats=args.repeats).table())
+    print(scale(args.workers, repeats=args.repeats, floor=not args.no_floor).table())
     return 0
 
 
