@@ -264,6 +264,18 @@ def test_readme_table_from_results():
     # a miss that two decimals would round onto its bound shows a third
     results["ratios"][0].update(ratio=1.152, target="<= 1.15", met=False)
     assert "| m, a / b | <= 1.15 | 1.152 (missed) |" in report.readme_table(results)
+    # a targeted measure's split at the Python floor follows it, without a
+    # target; a floor row of a measure without a target does not
+    results["ratios"] += [dict(measure="m", subject="a", reference="floor", ratio=1.25,
+                               target=None, met=None),
+                          dict(measure="m", subject="floor", reference="b", ratio=1.5,
+                               target=None, met=None),
+                          dict(measure="no target", subject="floor", reference="b", ratio=9.0,
+                               target=None, met=None)]
+    text = report.readme_table(results)
+    assert "| m, a / floor | - | 1.25 |" in text
+    assert "| m, floor / b | - | 1.50 |" in text
+    assert "no target" not in text
 
 
 # -- the run kept in the repository, and the README's table -------------------------------
