@@ -14,6 +14,7 @@ Chromium opens each page of an edition once per window width (the fixture
 from __future__ import annotations
 
 import functools
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -77,18 +78,27 @@ def site() -> Iterator[str]:
 def browser(chromium_bin: str, site: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     """Chromium with a fresh profile; requests that leave the local server are refused."""
     profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as pw:
+    # The theme may name CDN scripts (MathJax, Thebe); the book must not
+    # depend on them, and a test machine must not wait for them. Every
+    # request but the local server's goes to a proxy that refuses it: a port
+    # bound on 127.0.0.1 that does not listen (ERR_PROXY_CONNECTION_FAILED,
+    # at once). Not Playwright's context.route: routing turns Chromium's HTTP
+    # cache off, and every page then fetches and compiles the theme's thirty
+    # files again, which took most of a walk's time.
+    with socket.socket() as refuser, sync_playwright() as pw:
+        refuser.bind(("127.0.0.1", 0))
         context = pw.chromium.launch_persistent_context(
             str(profile),
             executable_path=chromium_bin,
             headless=True,
-            args=CHROMIUM_ARGS,
+            args=CHROMIUM_ARGS + [
+                f"--proxy-server=http://127.0.0.1:{refuser.getsockname()[1]}",
+                # "<-loopback>": 127.0.0.1 too, except the server's own port
+                f"--proxy-bypass-list=<-loopback>;127.0.0.1:{urlsplit(site).port}",
+            ],
         )
         try:
             context.set_default_timeout(TIMEOUT_MS)
-            # The theme may name CDN scripts (MathJax, Thebe); the book must
-            # not depend on them, and a test machine must not wait for them.
-            context.route(lambda url: not url.startswith(site), lambda route: route.abort())
             yield context
         finally:
             context.close()
