@@ -199,13 +199,12 @@ class _Walks:
         self.done: dict[tuple[str, str], dict[str, Visit] | BaseException] = {}
 
     def __call__(self, edition: str, width: str = "1400px") -> dict[str, Visit]:
+        _require_edition(edition)
         key = (edition, width)
         if key not in self.done:
             try:
                 self.done[key] = _walk(self.browser, self.site, edition, width)
-            except pytest.skip.Exception:
-                raise
-            except BaseException as e:
+            except Exception as e:
                 self.done[key] = e
                 raise
         found = self.done[key]
