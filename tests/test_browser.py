@@ -6,13 +6,18 @@ Every page: its images load, no cell shows a traceback unless the cell is
 tagged ``raises-exception``, and nothing it asks the server for is missing.
 The sidebar reaches every page in _toc.yml, and the search page finds
 SEARCH_TERM. Build the book first (``make book``; ``make test`` does).
+
+Chromium opens each page of an edition once per window width (the fixture
+``walk``) and runs every check on it then; the tests read what it found.
 """
 
 from __future__ import annotations
 
 import functools
+import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urldefrag, urlsplit
@@ -73,18 +78,27 @@ def site() -> Iterator[str]:
 def browser(chromium_bin: str, site: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     """Chromium with a fresh profile; requests that leave the local server are refused."""
     profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as pw:
+    # The theme may name CDN scripts (MathJax, Thebe); the book must not
+    # depend on them, and a test machine must not wait for them. Every
+    # request but the local server's goes to a proxy that refuses it: a port
+    # bound on 127.0.0.1 that does not listen (ERR_PROXY_CONNECTION_FAILED,
+    # at once). Not Playwright's context.route: routing turns Chromium's HTTP
+    # cache off, and every page then fetches and compiles the theme's thirty
+    # files again, which took most of a walk's time.
+    with socket.socket() as refuser, sync_playwright() as pw:
+        refuser.bind(("127.0.0.1", 0))
         context = pw.chromium.launch_persistent_context(
             str(profile),
             executable_path=chromium_bin,
             headless=True,
-            args=CHROMIUM_ARGS,
+            args=CHROMIUM_ARGS + [
+                f"--proxy-server=http://127.0.0.1:{refuser.getsockname()[1]}",
+                # "<-loopback>": 127.0.0.1 too, except the server's own port
+                f"--proxy-bypass-list=<-loopback>;127.0.0.1:{urlsplit(site).port}",
+            ],
         )
         try:
             context.set_default_timeout(TIMEOUT_MS)
-            # The theme may name CDN scripts (MathJax, Thebe); the book must
-            # not depend on them, and a test machine must not wait for them.
-            context.route(lambda url: not url.startswith(site), lambda route: route.abort())
             yield context
         finally:
             context.close()
@@ -97,6 +111,113 @@ def page(browser: BrowserContext) -> Iterator[Page]:
         yield page
     finally:
         page.close()
+
+
+# -- one walk per edition and window width ----------------------------------------------------
+
+# The window widths a reader brings: a laptop and a phone.
+DESKTOP = {"width": 1400, "height": 900}
+PHONE = {"width": 400, "height": 800}
+WIDTHS = {"1400px": DESKTOP, "400px": PHONE}
+
+
+@dataclass
+class Visit:
+    """What one visit of a page found: its response, and what each check's
+    script returned (the scripts are below, beside the tests that read them).
+    A walk at 400 px runs only the overflow check."""
+    rel: str
+    ok: bool
+    status: int | None
+    overflow: list[str] = field(default_factory=list)
+    lang: str = ""
+    # the page's "中文"/"English" links: their text, href (absolute) and hreflang
+    counterparts: list[dict] = field(default_factory=list)
+    # test_every_page's findings, each starting with the page's path
+    problems: list[str] = field(default_factory=list)
+    figures: dict | None = None
+    chinese: dict | None = None
+    boxes: dict | None = None
+
+
+def _walk(browser: BrowserContext, site: str, edition: str, width: str) -> dict[str, Visit]:
+    """Open every page of an edition once (each page of _pages that is not a
+    redirect, and for zh each page of book/zh/_toc.yml) in a window of
+    ``width``, and run the checks on it after its load event."""
+    _require_edition(edition)
+    rels = [p.relative_to(HTML).as_posix() for p in _pages(edition) if _redirect_target(p) is None]
+    if edition == "zh":
+        rels += [rel for rel in _zh_pages() if rel not in rels]
+    full = width == "1400px"
+    page = browser.new_page()
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.url.startswith(site) and r.status >= 400 else None)
+    page.on("requestfailed", lambda r: missing.append(f"failed {r.url}") if r.url.startswith(site) else None)
+    # a script that throws (e.g. "Identifier 'THEBE_JS_URL' has already been declared")
+    js_errors: list[str] = []
+    page.on("pageerror", lambda e: js_errors.append(str(e)))
+    visits = {}
+    try:
+        page.set_viewport_size(WIDTHS[width])
+        for rel in rels:
+            missing.clear()
+            js_errors.clear()
+            response = page.goto(site + rel, wait_until="load")
+            visit = visits[rel] = Visit(rel, response is not None and response.ok, response and response.status)
+            # first, as the page is when it has loaded (lazy images not yet loaded)
+            visit.overflow = page.evaluate(_OVERFLOW_JS)
+            if not full:
+                continue
+            visit.lang = page.evaluate("document.documentElement.lang")
+            visit.counterparts = page.eval_on_selector_all(
+                ".bd-article .ngx-editions a.ngx-counterpart",
+                "links => links.map(a => ({text: a.innerText.trim(), href: a.href,"
+                " hreflang: a.getAttribute('hreflang') || ''}))")
+            tracebacks = page.evaluate(_TRACEBACKS_JS)
+            if edition == "zh":
+                visit.chinese = page.evaluate(_CHINESE_TEXT_JS)
+                visit.boxes = page.evaluate(_BOXES_JS)
+            # these two wait for every image, lazy ones made eager
+            broken = page.evaluate(_BROKEN_IMAGES_JS)
+            visit.figures = page.evaluate(_FIGURES_JS)
+            visit.problems = (
+                [f"{rel}: image did not load: {src}" for src in broken]
+                + [f"{rel}: a cell not tagged raises-exception shows an error:\n{text}" for text in tracebacks]
+                + [f"{rel}: {what}" for what in missing]
+                + [f"{rel}: JavaScript error: {error}" for error in js_errors])
+    finally:
+        page.close()
+    return visits
+
+
+class _Walks:
+    """Each walk once, the first time a test asks for it (a walk that failed
+    fails every test that asks for it again, without walking again)."""
+
+    def __init__(self, browser: BrowserContext, site: str):
+        self.browser, self.site = browser, site
+        self.done: dict[tuple[str, str], dict[str, Visit] | BaseException] = {}
+
+    def __call__(self, edition: str, width: str = "1400px") -> dict[str, Visit]:
+        _require_edition(edition)
+        key = (edition, width)
+        if key not in self.done:
+            try:
+                self.done[key] = _walk(self.browser, self.site, edition, width)
+            except Exception as e:
+                self.done[key] = e
+                raise
+        found = self.done[key]
+        if isinstance(found, BaseException):
+            raise RuntimeError(f"the walk of the {edition} pages at {width} failed: {found!r}")
+        return found
+
+
+@pytest.fixture(scope="module")
+def walk(browser: BrowserContext, site: str) -> _Walks:
+    """``walk(edition, width)``: the pages of an edition as a window of
+    ``width`` ("1400px", "400px") showed them, by their path below _build/html."""
+    return _Walks(browser, site)
 
 
 # The two editions: the English pages, and the Chinese ones in zh/.
@@ -207,17 +328,11 @@ _TRACEBACKS_JS = """
 
 
 @pytest.mark.parametrize("edition", EDITIONS)
-def test_every_page(page: Page, site: str, edition: str):
+def test_every_page(walk, edition: str):
     _require_edition(edition)
     pages = _pages(edition)
     assert pages, f"no pages in {HTML.relative_to(ROOT)}"
-    missing: list[str] = []
-    page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.url.startswith(site) and r.status >= 400 else None)
-    page.on("requestfailed", lambda r: missing.append(f"failed {r.url}") if r.url.startswith(site) else None)
-    # a script that throws (e.g. "Identifier 'THEBE_JS_URL' has already been declared")
-    js_errors: list[str] = []
-    page.on("pageerror", lambda e: js_errors.append(str(e)))
-
+    visits = walk(edition)
     problems = []
     for path in pages:
         rel = path.relative_to(HTML).as_posix()
@@ -226,18 +341,9 @@ def test_every_page(page: Page, site: str, edition: str):
             if not (path.parent / urldefrag(target).url).is_file():
                 problems.append(f"{rel}: redirects to {target}, which does not exist")
             continue
-        missing.clear()
-        js_errors.clear()
-        response = page.goto(site + rel, wait_until="load")
-        assert response is not None and response.ok, f"{rel}: {response and response.status}"
-        for src in page.evaluate(_BROKEN_IMAGES_JS):
-            problems.append(f"{rel}: image did not load: {src}")
-        for text in page.evaluate(_TRACEBACKS_JS):
-            problems.append(f"{rel}: a cell not tagged raises-exception shows an error:\n{text}")
-        for what in missing:
-            problems.append(f"{rel}: {what}")
-        for error in js_errors:
-            problems.append(f"{rel}: JavaScript error: {error}")
+        visit = visits[rel]
+        assert visit.ok, f"{rel}: {visit.status}"
+        problems += visit.problems
     assert not problems, "\n".join(problems)
 
 
@@ -283,10 +389,6 @@ def test_search_finds_the_term(page: Page, site: str):
 
 
 # -- figures and wide content (the reader's column) -------------------------------------------
-
-# The window widths a reader brings: a laptop and a phone.
-DESKTOP = {"width": 1400, "height": 900}
-PHONE = {"width": 400, "height": 800}
 
 # Run in the page: every image of the article once loaded, with the width it
 # was drawn at (naturalWidth), the width it is shown at, its alt text and its
@@ -363,15 +465,14 @@ def _chapter_pages(edition: str) -> list[str]:
 
 
 @pytest.mark.parametrize("edition", EDITIONS)
-def test_figures_shown_at_the_width_drawn_with_caption_and_alt(page: Page, site: str, edition: str):
+def test_figures_shown_at_the_width_drawn_with_caption_and_alt(walk, edition: str):
     """At a 1400 px window no figure is scaled below 90 % of the width it was
     drawn at, every figure has a numbered caption and alt text that is not
     its file name, and every figure shows an image."""
-    page.set_viewport_size(DESKTOP)
     problems, figures_seen = [], 0
+    visits = walk(edition, "1400px")
     for rel in _chapter_pages(edition):
-        page.goto(site + rel, wait_until="load")
-        found = page.evaluate(_FIGURES_JS)
+        found = visits[rel].figures
         problems += [f"{rel}: a figure without an image (a Figure shown as text?): {e}"
                      for e in found["empty"]]
         for f in found["figures"]:
@@ -394,15 +495,14 @@ def test_figures_shown_at_the_width_drawn_with_caption_and_alt(page: Page, site:
 
 
 @pytest.mark.parametrize("edition", EDITIONS)
-@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1400px", "400px"])
-def test_nothing_cut_off(page: Page, site: str, viewport: dict, edition: str):
+@pytest.mark.parametrize("width", list(WIDTHS))
+def test_nothing_cut_off(walk, width: str, edition: str):
     """No table, output or figure runs past the column, and a block that is
     wider than its box scrolls visibly, at a laptop's width and a phone's."""
-    page.set_viewport_size(viewport)
     problems = []
+    visits = walk(edition, width)
     for rel in _chapter_pages(edition):
-        page.goto(site + rel, wait_until="load")
-        problems += [f"{rel}: {p}" for p in page.evaluate(_OVERFLOW_JS)]
+        problems += [f"{rel}: {p}" for p in visits[rel].overflow]
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
 
 
@@ -504,22 +604,65 @@ def zh_built() -> None:
             "the Chinese edition is not built (make book builds it into _build/html/zh)")
 
 
+def _clicked_pages() -> list[str]:
+    """The Chinese pages whose links test_chinese_pages_are_chinese_and_link_both_ways
+    clicks: the first, a chapter in the middle, the last."""
+    pages = _zh_pages()
+    return list(dict.fromkeys([pages[0], pages[len(pages) // 2], pages[-1]]))
+
+
 @pytest.mark.timeout(300)
-def test_chinese_pages_are_chinese_and_link_both_ways(page: Page, site: str, zh_built: None):
+def test_chinese_pages_are_chinese_and_link_both_ways(page: Page, site: str, zh_built: None, walk):
     """Every Chinese page: marked zh-CN, its text mostly Chinese, and its
-    "English" link opens the English page, whose "中文" link comes back."""
+    "English" link leads to the English page, whose "中文" link leads back.
+    On every page the walks of both editions read where the links lead (their
+    href, and the language they announce); on three pages (the first, a
+    chapter in the middle, the last) the links are clicked, there and back."""
+    zh, en = walk("zh"), walk("en")
+    base = urlsplit(site).path
+
+    def target(href: str) -> str:
+        return urlsplit(href).path.removeprefix(base)
+
     problems = []
     for rel in _zh_pages():
-        response = page.goto(site + rel, wait_until="load")
-        if response is None or not response.ok:
-            problems.append(f"{rel}: {response and response.status}")
+        visit = zh[rel]
+        if not visit.ok:
+            problems.append(f"{rel}: {visit.status}")
             continue
-        if page.evaluate("document.documentElement.lang") != "zh-CN":
+        if visit.lang != "zh-CN":
             problems.append(f"{rel}: not marked zh-CN")
-        found = page.evaluate(_CHINESE_TEXT_JS)
+        found = visit.chinese
         if found["share"] < 0.5:
             problems.append(f"{rel}: only {found['share']:.0%} of its letters are Chinese: "
                             f"{found['text']!r}")
+        links = visit.counterparts
+        if len(links) != 1 or links[0]["text"] != "English":
+            problems.append(f"{rel}: no single 'English' link at the top")
+            continue
+        english = "book/" + rel.removeprefix("zh/")
+        if target(links[0]["href"]) != english:
+            problems.append(f"{rel}: 'English' opens {links[0]['href']}, not {english}")
+            continue
+        if links[0]["hreflang"] != "en":
+            problems.append(f"{rel}: its 'English' link says hreflang={links[0]['hreflang']!r}, not en")
+        there = en.get(english)
+        if there is None or not there.ok:
+            problems.append(f"{rel}: 'English' opens {english}, which is {there and there.status or 'not built'}")
+            continue
+        if there.lang != "en":
+            problems.append(f"{english}: not marked en")
+        back = there.counterparts
+        if len(back) != 1 or back[0]["text"] != "中文":
+            problems.append(f"{english}: no single '中文' link at the top")
+            continue
+        if target(back[0]["href"]) != rel:
+            problems.append(f"{english}: '中文' opens {back[0]['href']}, not {rel}")
+        elif back[0]["hreflang"] != "zh-CN":
+            problems.append(f"{english}: its '中文' link says hreflang={back[0]['hreflang']!r}, not zh-CN")
+
+    for rel in _clicked_pages():
+        page.goto(site + rel, wait_until="load")
         link = page.locator(".bd-article .ngx-editions a.ngx-counterpart")
         if link.count() != 1 or link.inner_text().strip() != "English":
             problems.append(f"{rel}: no single 'English' link at the top")
@@ -540,16 +683,18 @@ def test_chinese_pages_are_chinese_and_link_both_ways(page: Page, site: str, zh_
         page.wait_for_load_state("load")
         if urlsplit(page.url).path != urlsplit(site + rel).path:
             problems.append(f"{english}: '中文' opened {page.url}, not {rel}")
+        elif page.evaluate("document.documentElement.lang") != "zh-CN":
+            problems.append(f"{rel}: not marked zh-CN")
     assert not problems, "\n".join(problems)
 
 
-def test_no_chinese_character_is_drawn_as_a_box(page: Page, site: str, zh_built: None):
+def test_no_chinese_character_is_drawn_as_a_box(zh_built: None, walk):
     """A machine without a CJK font draws every Chinese character as the
     same box (.ci/run installs fonts-noto-cjk for that)."""
     problems, checked = [], 0
+    visits = walk("zh")
     for rel in _zh_pages():
-        page.goto(site + rel, wait_until="load")
-        found = page.evaluate(_BOXES_JS)
+        found = visits[rel].boxes
         assert found["missingAlike"], \
             f"{rel}: two code points without a glyph are drawn differently: the check cannot see boxes"
         checked += found["checked"]
