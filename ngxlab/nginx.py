@@ -407,15 +407,27 @@ class _DieWithParent:
         self.parent = parent
         self.master = os.getpid()
         self.done = False
+        self.failed = False
 
     def __call__(self, cycle):
         if self.done:
             return
-        self.done = True
         if os.getpid() != self.master:
+            self.done = True
             return      # a daemon: its fork() would have cleared the setting
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+        except OSError as e:
+            # loading ctypes opens files: with every descriptor taken
+            # (EMFILE, as when spawns have failed for want of them) it
+            # fails, and the next pass of the loop tries again
+            if not self.failed:
+                self.failed = True
+                ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                              "loading ctypes for prctl(PR_SET_PDEATHSIG) failed")
+            return
+        self.done = True
         PR_SET_PDEATHSIG = 1
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != self.parent:

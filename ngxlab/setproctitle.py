@@ -35,5 +35,8 @@ def ngx_setproctitle(title):
         finally:
             os.close(fd)
     except OSError:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+        except OSError:
+            pass    # no descriptor left to load ctypes with (EMFILE): the old name stays

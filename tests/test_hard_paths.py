@@ -179,3 +179,51 @@ def test_a_default_socket_timeout_does_not_deafen_a_worker():
             assert not any("recvmsg() failed" in l for l in m.log_lines())
     finally:
         socket.setdefaulttimeout(old)
+
+
+# In a fresh interpreter, where ctypes has not been imported: every
+# descriptor taken, then what the master's loop and a process title do
+# that loads ctypes (the first by --die-with-parent on the loop's first
+# pass, the second when /proc/self/comm cannot be opened). A master whose
+# spawns had failed for want of descriptors died of the import's EMFILE.
+_NO_DESCRIPTOR_LEFT = r"""
+import io, os, resource, sys
+from ngxlab import cycle as cy, process
+from ngxlab.core import ngx_log_t
+from ngxlab.nginx import _DieWithParent
+from ngxlab.setproctitle import ngx_setproctitle
+assert "ctypes" not in sys.modules
+buf = io.StringIO()
+cycle = cy.ngx_cycle_t(log=ngx_log_t(buf))
+hook = _DieWithParent(os.getppid())
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+taken = []
+try:
+    while True:
+        taken.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+hook(cycle)
+hook(cycle)                          # tried again, said once
+ngx_setproctitle("worker process")   # the old name stays
+alive_without = not hook.done
+for fd in taken:
+    os.close(fd)
+hook(cycle)
+print(alive_without, hook.done, "ctypes" in sys.modules)
+print(buf.getvalue(), end="")
+"""
+
+
+def test_a_master_with_no_descriptor_left_loads_ctypes_later_and_lives():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", _NO_DESCRIPTOR_LEFT], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    first, *log = done.stdout.splitlines()
+    assert first == "True True True"
+    assert len(log) == 1 and log[0].endswith(
+        "[alert] %s#0: loading ctypes for prctl(PR_SET_PDEATHSIG) failed "
+        "(24: Too many open files)" % log[0].split("] ")[1].split("#")[0]), log
