@@ -115,3 +115,15 @@ def test_floor_exits_when_its_starter_is_gone(tmp_path):
         os.kill(pid, signal.SIGKILL)
     assert not alive
     assert not (tmp_path / "logs" / "floor.pid").exists()
+
+
+def test_floor_under_strace(strace_bin):
+    """Started under ``strace -f`` (the process this one starts is strace,
+    the floor its child), it is found by its pid file, builds its mesh, and
+    the trace shows the OPEN_CHANNEL descriptors travel."""
+    r = FloorProcess(2, strace=True)
+    with r:
+        assert r.census().is_full_mesh(2)
+        assert r.master_pid != r._guard.popen.pid
+    text = r.strace_text()
+    assert "SCM_RIGHTS" in text and "recvmsg(" in text

@@ -392,7 +392,10 @@ class FloorProcess(Runner):
         deadline = time.monotonic() + self.start_timeout
         while True:
             pid = self.read_pid()
-            ref = Proc.of(pid) if pid == popen.pid else None
+            # under strace, popen is strace and the floor is its child: the
+            # pid file (removed above) names the floor
+            ref = Proc.of(pid) if pid is not None and (pid == popen.pid or self._strace) \
+                else None
             if ref is not None:
                 self._master = ref
                 self._guard.note(ref)
