@@ -12,7 +12,9 @@ Deviations:
   ``prctl(PR_SET_NAME)`` sets for the calling (main) thread, without
   ``ctypes``: loading ctypes would cost the master a few milliseconds before
   its first fork. ``prctl`` through ctypes remains the fallback where
-  ``/proc`` cannot be written.
+  ``/proc`` cannot be written; where ctypes cannot be loaded either (no
+  descriptor left to open its files with, EMFILE), the name stays as it
+  was. nginx's title, written into its own ``argv``, cannot fail.
 """
 
 from __future__ import annotations

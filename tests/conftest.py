@@ -110,22 +110,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     return report
 
 
+def _changed_fds(before: dict[int, str]) -> dict[int, str]:
+    """Descriptors open now that were not open (to the same thing) before."""
+    return {fd: target for fd, target in fd_table().items() if before.get(fd) != target}
+
+
 def _new_fds(before: dict[int, str]) -> dict[int, str]:
     """Descriptors open now that were not open (to the same thing) before, after a settle."""
     deadline = time.monotonic() + FD_SETTLE_S
     while True:
-        now = fd_table()
-        new = {fd: target for fd, target in now.items() if before.get(fd) != target}
+        new = _changed_fds(before)
         if not new or time.monotonic() >= deadline:
             return new
         # a socket kept alive only by a reference cycle: collected here, and
         # only here (a collection of the suite's process takes 50 to 100 ms,
         # which every test paid before it looked)
         gc.collect()
-        now = fd_table()
-        new = {fd: target for fd, target in now.items() if before.get(fd) != target}
-        if not new:
-            return new
+        if not _changed_fds(before):
+            return {}
         time.sleep(0.02)
 
 

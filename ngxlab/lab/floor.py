@@ -167,13 +167,15 @@ class _Master:
                 s.sendmsg(msg, anc)
         socks[slot] = socket.socket(fileno=ch0)
 
-    def quit(self):
-        """QUIT to every child not yet told (``ngx_signal_worker_processes``)."""
+    def quit(self, slots=None):
+        """QUIT to the children of ``slots`` (by default every live one) not
+        yet told, in slot order, as ``ngx_signal_worker_processes`` goes."""
+        if slots is None:
+            slots = {k for k, s in enumerate(self.socks) if s is not None}
         msg = _MESSAGE.pack(_QUIT, 0, 0, -1)
-        for k, s in enumerate(self.socks):
-            if s is not None and k not in self.quitting:
-                s.sendall(msg)
-                self.quitting.add(k)
+        for k in sorted(slots - self.quitting):
+            self.socks[k].sendall(msg)
+            self.quitting.add(k)
 
     def reload(self):
         """What a reload does to the mesh: N new children, nginx's 100 ms
@@ -183,10 +185,7 @@ class _Master:
         for _ in range(self.n):
             self.spawn(0)
         time.sleep(0.1)
-        msg = _MESSAGE.pack(_QUIT, 0, 0, -1)
-        for k in sorted(old - self.quitting):       # in slot order, as nginx goes
-            self.socks[k].sendall(msg)
-            self.quitting.add(k)
+        self.quit(old)
 
     def reap(self):
         """Every exited child: close the master's ends of its pair, free its
