@@ -110,9 +110,12 @@ def main(argv=None) -> int:
                 nb, seconds, error = None, 0.0, f"{type(exc).__name__}: {exc}"
             if error is not None:
                 failed += 1
-                last = error.strip().splitlines()[-1:] or [""]
-                print(f"{path}: failed ({last[0]}); the build runs it again and reports it",
+                # the end of the traceback too: when the build's second run
+                # passes, this is the only record of why the first failed
+                lines = error.strip().splitlines() or [""]
+                print(f"{path}: failed ({lines[-1]}); the build runs it again and reports it",
                       flush=True)
+                print("\n".join("    " + line for line in lines[-12:]), flush=True)
                 continue
             cache.cache_notebook_bundle(
                 CacheBundleIn(nb, str(path.resolve()), data={"execution_seconds": seconds}),
