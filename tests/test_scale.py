@@ -13,6 +13,7 @@ import signal
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from _tools import wait_for
@@ -133,3 +134,35 @@ def test_the_polls_descriptor_count_is_the_census_count():
         child.kill()
         child.wait(timeout=10)
     assert scale._fd_count(child.pid) == proc.fd_count(child.pid) == -1
+
+
+@pytest.mark.timeout(120)
+def test_the_wake_ladder_runs_every_rung_and_leaves_nothing():
+    from ngxlab import process_cycle as pc
+    originals = {name: getattr(pc, name) for name in
+                 ("ngx_worker_process_cycle", "ngx_channel_handler", "ngx_read_channel")}
+    result = scale.wake_ladder(4, rounds=3, repeats=1)
+    assert [r.layer for r in result.runs] == list(scale.LAYERS)
+    for r in result.runs:
+        # every message was read (the send waits for that), and read by a
+        # worker that was woken for it at least now and then
+        assert r.messages == 2 * 3 * 4, r
+        assert r.cpu_us > 0 and r.wakes > 0, r
+    assert set(result.to_dict()["medians"]) == set(scale.LAYERS)
+    # the mirrors are this process's own again, and every worker is reaped
+    assert {name: getattr(pc, name) for name in originals} == originals
+    assert proc.children(os.getpid(), zombies=True) == []
+
+
+def test_the_saved_wake_ladder_has_every_rung():
+    import json
+    from importlib.resources import files
+    saved = json.loads(files("ngxlab.lab").joinpath("data/wake-ladder.json").read_text())
+    assert set(saved["medians"]) == set(scale.LAYERS)
+    assert all(saved["medians"][layer] > 0 for layer in scale.LAYERS)
+    assert saved["workers"] >= 300 and len(saved["runs"]) >= 3 * len(scale.LAYERS)
+    # the README quotes every rung's median from this file
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    paragraph = readme.split("python -m ngxlab.lab.scale --wakes", 1)[1].split("\n\n", 1)[0]
+    for layer in scale.LAYERS:
+        assert f"{saved['medians'][layer]:.1f} µs" in paragraph, layer

@@ -53,18 +53,33 @@ reason.
 
 ``python -m ngxlab.lab.scale [--workers 400] [--repeats 1] [--no-floor]``
 prints the table.
+
+Where a wake's CPU goes: :func:`wake_ladder` follows one channel message
+through a worker, with the layers of nginx's path (the worker's cycle and
+``ngx_process_events_and_timers``, ``ngx_channel_handler``,
+``ngx_read_channel``) put back one at a time on top of the floor's loop,
+each rung measured as the reload measures its workers (hundreds of them,
+woken in turn, so that each wake finds its caches cold, as a reload's
+do). ``python -m ngxlab.lab.scale --wakes [--workers 300] [--repeats 3]
+[--out FILE]`` prints it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import select
 import signal
+import socket
 import statistics
+import struct
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from ngxlab import channel as _channel
+from ngxlab.core import NGX_AGAIN, NGX_ERROR
 from ngxlab.lab import proc, report
 from ngxlab.lab.compare import Target, row
 from ngxlab.lab.nginx import Nginx, nginx_available, nginx_version
@@ -72,7 +87,8 @@ from ngxlab.lab.report import machine_info
 from ngxlab.lab.run import FloorProcess, MasterProcess
 
 __all__ = ["ScaleRun", "ScaleResult", "TARGETS", "SYSTEMS", "PAIRS", "FULL_WORKERS",
-           "QUICK_WORKERS", "scale", "measure_one"]
+           "QUICK_WORKERS", "scale", "measure_one", "LAYERS", "LadderRun", "LadderResult",
+           "wake_ladder"]
 
 # ngxlab bench --only scale: the worker counts of a full and a quick run
 FULL_WORKERS = 400
@@ -330,6 +346,269 @@ def scale(n: int = 400, *, repeats: int = 1, poll: float = 0.02,
                        nginx_version=version, nginx_skipped=why)
 
 
+# -- the wake ladder: where a wake's CPU goes ---------------------------------------
+
+# the rungs, from the floor's loop to the whole mirror; each puts back one
+# layer of nginx's path (see wake_ladder)
+LAYERS = ("floor", "bare", "event loop", "handler", "mirror")
+# wake_ladder's defaults: as many workers as make every wake a cold one (a
+# reload of 400 wakes 800 processes in turn), and messages per worker
+LADDER_WORKERS = 300
+LADDER_ROUNDS = 50
+# the slot the ladder's OPEN_CHANNEL and CLOSE_CHANNEL name: the table's
+# last, which no worker of the ladder has
+_LADDER_SLOT = 1023
+
+_MESSAGE = struct.Struct("@Lili0l")     # ngx_channel_t, as the floor packs it
+_SPACE = socket.CMSG_SPACE(4)
+
+
+@dataclass(frozen=True)
+class LadderRun:
+    """One rung, one repeat."""
+
+    layer: str              # one of LAYERS
+    workers: int
+    rounds: int
+    repeat: int
+    messages: int           # messages sent (an OPEN_CHANNEL and a CLOSE_CHANNEL per round and worker)
+    cpu_us: float           # the workers' CPU per message (/proc/PID/schedstat), in us
+    wakes: float            # the workers' voluntary context switches per message
+
+
+@dataclass
+class LadderResult:
+    workers: int
+    rounds: int
+    runs: list[LadderRun]
+    machine: str
+
+    def median(self, layer: str) -> float | None:
+        values = [r.cpu_us for r in self.runs if r.layer == layer]
+        return statistics.median(values) if values else None
+
+    def table(self) -> str:
+        lines = [f"CPU per channel message in a worker, {self.workers} workers woken in "
+                 f"turn, {self.rounds} rounds; {self.machine}",
+                 f"{'layer':12} {'us/message':>10} {'step':>7} {'wakes':>6}   repeats"]
+        previous = None
+        for layer in LAYERS:
+            m = self.median(layer)
+            if m is None:
+                continue
+            runs = [r for r in self.runs if r.layer == layer]
+            step = "" if previous is None else f"{m - previous:+7.1f}"
+            lines.append(f"{layer:12} {m:>10.1f} {step:>7} "
+                         f"{statistics.median(r.wakes for r in runs):>6.2f}   "
+                         + ", ".join(f"{r.cpu_us:.1f}" for r in runs))
+            previous = m
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"workers": self.workers, "rounds": self.rounds, "machine": self.machine,
+                "medians": {layer: self.median(layer) for layer in LAYERS},
+                "runs": [asdict(r) for r in self.runs]}
+
+
+def _drain(sock, peers):
+    """The floor's reading (ngxlab.lab.floor's child): recvmsg until EAGAIN,
+    keep an OPEN_CHANNEL's descriptor, close it on CLOSE_CHANNEL, exit on
+    QUIT."""
+    flags = 0
+    while True:
+        try:
+            data, anc, _, _ = sock.recvmsg(_MESSAGE.size, _SPACE, flags)
+        except BlockingIOError:
+            return
+        if not data:
+            os._exit(0)
+        command, _, slot, _ = _MESSAGE.unpack(data)
+        if command == 1:                # OPEN_CHANNEL
+            for _, _, cdata in anc:
+                peers[slot] = int.from_bytes(cdata[:4], sys.byteorder, signed=True)
+        elif command == 2:              # CLOSE_CHANNEL
+            fd = peers.pop(slot, None)
+            if fd is not None:
+                os.close(fd)
+        elif command == 3:              # QUIT
+            os._exit(0)
+        flags = socket.MSG_DONTWAIT
+
+
+def _bare_cycle(cycle, data):
+    """Rung "bare": ngxlab's worker, spawned and initialised by the mirrors,
+    then the floor's loop on its channel instead of its cycle."""
+    from ngxlab import process, process_cycle as pc
+    pc.ngx_worker_process_init(cycle, data)
+    own = process.ngx_channel
+    sock = socket.socket(fileno=own)
+    ep = select.epoll()
+    ep.register(own, select.EPOLLIN)
+    parent, peers = process.ngx_parent, {}
+    while True:
+        if not ep.poll(1.0) and os.getppid() != parent:
+            os._exit(0)
+        _drain(sock, peers)
+
+
+_floor_peers: dict = {}
+
+
+def _floor_handler(ev):
+    """Rung "event loop": the floor's reading as the channel's handler."""
+    _drain(_channel._sockets[ev.data.fd], _floor_peers)
+
+
+def _plain_read(s, ch, size, log, nginx_quirks=False):
+    """Rung "handler": one recvmsg and the message's fields, in place of
+    ngx_read_channel (none of its checks)."""
+    try:
+        data, anc, _, _ = _channel._sockets[s].recvmsg(size, _SPACE)
+    except BlockingIOError:
+        return NGX_AGAIN
+    if not data:
+        return NGX_ERROR
+    ch.command, ch.pid, ch.slot, ch.fd = _MESSAGE.unpack(data)
+    for _, _, cdata in anc:
+        ch.fd = int.from_bytes(cdata[:4], sys.byteorder, signed=True)
+    return len(data)
+
+
+def _patches(layer: str) -> dict:
+    """What a rung replaces in ngxlab.process_cycle: {name: function}."""
+    return {"bare": {"ngx_worker_process_cycle": _bare_cycle},
+            "event loop": {"ngx_channel_handler": _floor_handler},
+            "handler": {"ngx_read_channel": _plain_read},
+            "mirror": {}}[layer]
+
+
+def _queued(sock) -> int:
+    """Bytes written into ``sock`` that its peer has not read (SIOCOUTQ)."""
+    import array
+    import fcntl
+    out = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), 0x5411, out, True)     # SIOCOUTQ (TIOCOUTQ)
+    return out[0]
+
+
+def _ladder_send(socks, pids, rounds, fd, timeout):
+    """``rounds`` times an OPEN_CHANNEL (carrying ``fd``) and a CLOSE_CHANNEL
+    to every worker in turn; the workers' CPU and voluntary switches over
+    them, once every message has been read."""
+    def totals():
+        return (sum(proc.cpu_ms(p) or 0.0 for p in pids),
+                sum(proc.voluntary_switches(p) or 0 for p in pids))
+
+    def drained():
+        deadline = time.monotonic() + timeout
+        while any(_queued(s) for s in socks):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the workers did not read their channels within {timeout} s")
+            time.sleep(0.01)
+        time.sleep(0.05)        # the last reader's return to epoll_wait
+
+    drained()
+    cpu0, woken0 = totals()
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
+    opened = _MESSAGE.pack(1, 0, _LADDER_SLOT, fd)
+    closed = _MESSAGE.pack(2, 0, _LADDER_SLOT, -1)
+    for _ in range(rounds):
+        for s in socks:
+            s.sendmsg([opened], anc)
+        for s in socks:
+            s.sendmsg([closed])
+    drained()
+    cpu1, woken1 = totals()
+    messages = 2 * rounds * len(socks)
+    return messages, 1000 * (cpu1 - cpu0) / messages, (woken1 - woken0) / messages
+
+
+def _ladder_floor(n, rounds, fd, timeout):
+    from ngxlab.lab import floor
+    master = floor._Master(n, os.getpid())
+    try:
+        for _ in range(n):
+            master.spawn(0)
+        socks = [s for s in master.socks if s is not None]
+        pids = [entry[0] for entry in master.table if entry is not None]
+        return _ladder_send(socks, pids, rounds, fd, timeout)
+    finally:
+        master.terminate()
+        for entry in master.table:
+            if entry is not None:
+                os.close(entry[1])
+                os.close(entry[2])
+
+
+def _ladder_ngxlab(layer, n, rounds, fd, timeout):
+    from ngxlab import process, process_cycle as pc
+    from ngxlab.lab.master import Master
+    with Master(workers=n, start=False) as m:
+        saved = {name: getattr(pc, name) for name in _patches(layer)}
+        try:
+            for name, function in _patches(layer).items():
+                setattr(pc, name, function)
+            m.spawn(n)
+        finally:
+            for name, function in saved.items():
+                setattr(pc, name, function)
+        m.wait_mesh(n, timeout=timeout)
+        slots = process.ngx_processes[:n]
+        socks = [_channel._sockets[p.channel[0]] for p in slots]
+        return _ladder_send(socks, [p.pid for p in slots], rounds, fd, timeout)
+
+
+def wake_ladder(n: int = LADDER_WORKERS, *, rounds: int = LADDER_ROUNDS, repeats: int = 3,
+                timeout: float = 120.0) -> LadderResult:
+    """Where a worker's CPU goes when a channel message wakes it: ``n``
+    workers, each sent ``rounds`` OPEN_CHANNEL messages (carrying a
+    descriptor, for a slot no worker has) each followed by its
+    CLOSE_CHANNEL, the workers woken in turn, as a reload wakes them; the
+    workers' CPU per message, read from ``/proc/PID/schedstat``. The rungs
+    of :data:`LAYERS`, interleaved, ``repeats`` times:
+
+    floor
+        :mod:`ngxlab.lab.floor`'s master and children: one loop (``epoll``,
+        then ``recvmsg`` until EAGAIN).
+    bare
+        ngxlab's worker, spawned and initialised by the mirrors
+        (``ngx_spawn_process``, ``ngx_worker_process_init``), then the
+        floor's loop on its channel: the same work in ngxlab's process.
+    event loop
+        ``ngx_worker_process_cycle`` and ``ngx_process_events_and_timers``,
+        with the floor's reading as the channel's handler.
+    handler
+        ``ngx_channel_handler`` too, with one ``recvmsg`` and an unpack in
+        place of ``ngx_read_channel``.
+    mirror
+        ``ngx_read_channel`` too: the worker as ``ngxlab run`` has it.
+
+    This process is the master of each rung (:class:`~ngxlab.lab.master.Master`
+    for ngxlab's, the floor's own master for the floor's), and stops and
+    reaps its workers before the next. The system calls are the same on
+    every rung (epoll_wait, one recvmsg per message and one that finds
+    nothing, close); what differs is the Python around them, and the
+    memory it touches. A measurement, not a test."""
+    if n < 1 or rounds < 1 or repeats < 1:
+        raise ValueError("n, rounds and repeats: 1 or more")
+    runs = []
+    fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for repeat in range(repeats):
+            k = repeat % len(LAYERS)
+            for layer in LAYERS[k:] + LAYERS[:k]:
+                if layer == "floor":
+                    messages, cpu, woken = _ladder_floor(n, rounds, fd, timeout)
+                else:
+                    messages, cpu, woken = _ladder_ngxlab(layer, n, rounds, fd, timeout)
+                runs.append(LadderRun(layer=layer, workers=n, rounds=rounds, repeat=repeat,
+                                      messages=messages, cpu_us=round(cpu, 2),
+                                      wakes=round(woken, 3)))
+    finally:
+        os.close(fd)
+    return LadderResult(workers=n, rounds=rounds, runs=runs, machine=machine_info().line())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ngxlab.lab.scale",
                                 description="A reload and a QUIT with many workers: "
@@ -338,7 +617,22 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=400)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--no-floor", action="store_true", help="leave the Python floor out")
+    p.add_argument("--wakes", action="store_true",
+                   help="the wake ladder instead (wake_ladder): the CPU of one channel "
+                        "message in a worker, layer by layer of nginx's path")
+    p.add_argument("--rounds", type=int, default=LADDER_ROUNDS,
+                   help="with --wakes: messages per worker and rung (default %(default)s)")
+    p.add_argument("--out", help="with --wakes: also write the result as JSON to this file")
     args = p.parse_args(argv)
+    if args.wakes:
+        result = wake_ladder(args.workers if args.workers != FULL_WORKERS else LADDER_WORKERS,
+                             rounds=args.rounds, repeats=max(args.repeats, 1))
+        print(result.table())
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(result.to_dict(), f, indent=1)
+                f.write("\n")
+        return 0
     print(scale(args.workers, repeats=args.repeats, floor=not args.no_floor).table())
     return 0
 
