@@ -166,3 +166,19 @@ def test_the_saved_wake_ladder_has_every_rung():
     paragraph = readme.split("python -m ngxlab.lab.scale --wakes", 1)[1].split("\n\n", 1)[0]
     for layer in scale.LAYERS:
         assert f"{saved['medians'][layer]:.1f} µs" in paragraph, layer
+    counts = saved["bytecodes"]
+    assert f"floor reads a message in {counts['floor']:.0f} bytecode" in paragraph
+    assert f"the mirror in {counts['mirror']:.0f}" in paragraph
+    for name in ("ngx_channel_handler", "ngx_read_channel", "ngx_process_events_and_timers"):
+        assert f"`{name}` {counts['mirror by function'][name]:.0f}" in paragraph, name
+
+
+def test_bytecodes_per_message_are_counted_per_function():
+    counts = scale.bytecodes_per_message(messages=6)
+    by = counts["mirror by function"]
+    assert counts["mirror"] == pytest.approx(sum(by.values()))
+    for name in ("ngx_process_events_and_timers", "ngx_channel_handler", "ngx_read_channel"):
+        assert by[name] > 0, by
+    # the floor's reading is one loop; the mirror's goes through nginx's layers
+    assert 0 < counts["floor"] < counts["mirror"]
+    assert proc.children(os.getpid(), zombies=True) == []

@@ -88,7 +88,7 @@ from ngxlab.lab.run import FloorProcess, MasterProcess
 
 __all__ = ["ScaleRun", "ScaleResult", "TARGETS", "SYSTEMS", "PAIRS", "FULL_WORKERS",
            "QUICK_WORKERS", "scale", "measure_one", "LAYERS", "LadderRun", "LadderResult",
-           "wake_ladder"]
+           "wake_ladder", "bytecodes_per_message"]
 
 # ngxlab bench --only scale: the worker counts of a full and a quick run
 FULL_WORKERS = 400
@@ -609,6 +609,99 @@ def wake_ladder(n: int = LADDER_WORKERS, *, rounds: int = LADDER_ROUNDS, repeats
     return LadderResult(workers=n, rounds=rounds, runs=runs, machine=machine_info().line())
 
 
+def bytecodes_per_message(messages: int = 20) -> dict:
+    """How many bytecode instructions one channel message costs a worker,
+    counted with ``sys.settrace`` (opcode events) in a forked child: the
+    floor's reading (``epoll``, then ``recvmsg`` until EAGAIN) against the
+    mirror's (``ngx_process_events_and_timers``, ``ngx_channel_handler``,
+    ``ngx_read_channel``; the few tests of the worker cycle's own loop are
+    left out). The messages are :func:`wake_ladder`'s, an OPEN_CHANNEL and
+    its CLOSE_CHANNEL in turn, each read in a wake of its own. Returns
+    ``{"floor": n, "mirror": n, "mirror by function": {name: n}}``, per
+    message. Exact, and the same on every run of one Python version (not
+    of another: the compiler changes between versions)."""
+    if messages < 2:
+        raise ValueError("messages: 2 or more")
+    from ngxlab import _forking
+    r, w = os.pipe()
+    pid = _forking.fork()
+    if pid == 0:
+        os.close(r)
+        _forking.run_child(lambda: os.write(w, json.dumps(
+            _count_bytecodes(messages // 2)).encode()))
+    os.close(w)
+    try:
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    if not data:
+        raise RuntimeError("the counting child failed")
+    return json.loads(data)
+
+
+def _count_bytecodes(rounds):
+    """In the child of bytecodes_per_message: this process becomes a
+    worker's event loop (the mirror's, then the floor's) on one end of a
+    socketpair, and counts what each message costs it."""
+    from collections import Counter
+    from ngxlab import channel, cycle as cy, event as evt, process, process_cycle as pc
+    from ngxlab.core import NGX_LOG_NOTICE, ngx_log_t
+
+    master, worker = socket.socketpair()
+    worker.setblocking(False)
+    fd = os.open(os.devnull, os.O_RDONLY)
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
+    sent = ((_MESSAGE.pack(1, 0, _LADDER_SLOT, fd), anc), (_MESSAGE.pack(2, 0, _LADDER_SLOT, -1), []))
+    by = Counter()
+
+    def tracer(frame, event, arg):
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            by[frame.f_code.co_name] += 1
+        return tracer
+
+    def count(wake):
+        for _ in range(3):                          # warm: specialised as a worker's would be
+            for data, a in sent:
+                master.sendmsg([data], a)
+                wake()
+        by.clear()
+        for _ in range(rounds):
+            for data, a in sent:
+                master.sendmsg([data], a)
+                sys.settrace(tracer)
+                wake()
+                sys.settrace(None)
+        total = sum(by.values()) / (2 * rounds)
+        return total, {name: n / (2 * rounds) for name, n in by.most_common()}
+
+    cycle = cy.ngx_cycle_t(log=ngx_log_t(log_level=NGX_LOG_NOTICE))
+    evt.ngx_event_process_init(cycle)
+    process.ngx_channel = worker.fileno()
+    channel.ngx_add_channel_event(cycle, worker.fileno(), evt.NGX_READ_EVENT,
+                                  pc.ngx_channel_handler)
+
+    def worker_loop():
+        evt.ngx_process_events_and_timers(cycle)
+
+    mirror, functions = count(worker_loop)
+    evt.close_event_loop()
+
+    ep = select.epoll()
+    ep.register(worker.fileno(), select.EPOLLIN)
+    peers = {}
+
+    def floor_loop():
+        ep.poll(1.0)
+        _drain(worker, peers)
+
+    floor, _ = count(floor_loop)
+    return {"floor": floor, "mirror": mirror, "mirror by function": functions}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ngxlab.lab.scale",
                                 description="A reload and a QUIT with many workers: "
@@ -627,10 +720,14 @@ def main(argv=None) -> int:
     if args.wakes:
         result = wake_ladder(args.workers if args.workers != FULL_WORKERS else LADDER_WORKERS,
                              rounds=args.rounds, repeats=max(args.repeats, 1))
+        counts = bytecodes_per_message()
         print(result.table())
+        print(f"bytecodes per message: floor {counts['floor']:.0f}, mirror "
+              f"{counts['mirror']:.0f} (" + ", ".join(
+                  f"{name} {n:.0f}" for name, n in counts["mirror by function"].items()) + ")")
         if args.out:
             with open(args.out, "w") as f:
-                json.dump(result.to_dict(), f, indent=1)
+                json.dump({**result.to_dict(), "bytecodes": counts}, f, indent=1)
                 f.write("\n")
         return 0
     print(scale(args.workers, repeats=args.repeats, floor=not args.no_floor).table())
