@@ -52,6 +52,10 @@ def test_socketpair_across_fork_is_a_channel_pair():
     child = _fork_holding(b.fileno(), (a.fileno(), w), r)
     try:
         ino_a, ino_b = os.fstat(a.fileno()).st_ino, os.fstat(b.fileno()).st_ino
+        # asleep in its read, the child has closed both a and w (a census
+        # taken between the two closes counted w, which the listdir below
+        # no longer saw)
+        proc.wait_state(child, "S")
         # the child has closed its copy of a once the census shows it holding only b
         deadline = time.monotonic() + 5
         while True:
