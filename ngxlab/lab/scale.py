@@ -78,7 +78,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from ngxlab import channel as _channel
+from ngxlab import channel
 from ngxlab.core import NGX_AGAIN, NGX_ERROR
 from ngxlab.lab import proc, report
 from ngxlab.lab.compare import Target, row
@@ -456,14 +456,14 @@ _floor_peers: dict = {}
 
 def _floor_handler(ev):
     """Rung "event loop": the floor's reading as the channel's handler."""
-    _drain(_channel._sockets[ev.data.fd], _floor_peers)
+    _drain(channel._sockets[ev.data.fd], _floor_peers)
 
 
 def _plain_read(s, ch, size, log, nginx_quirks=False):
     """Rung "handler": one recvmsg and the message's fields, in place of
     ngx_read_channel (none of its checks)."""
     try:
-        data, anc, _, _ = _channel._sockets[s].recvmsg(size, _SPACE)
+        data, anc, _, _ = channel._sockets[s].recvmsg(size, _SPACE)
     except BlockingIOError:
         return NGX_AGAIN
     if not data:
@@ -554,7 +554,7 @@ def _ladder_ngxlab(layer, n, rounds, fd, timeout):
                 setattr(pc, name, function)
         m.wait_mesh(n, timeout=timeout)
         slots = process.ngx_processes[:n]
-        socks = [_channel._sockets[p.channel[0]] for p in slots]
+        socks = [channel._sockets[p.channel[0]] for p in slots]
         return _ladder_send(socks, [p.pid for p in slots], rounds, fd, timeout)
 
 
@@ -647,7 +647,7 @@ def _count_bytecodes(rounds):
     worker's event loop (the mirror's, then the floor's) on one end of a
     socketpair, and counts what each message costs it."""
     from collections import Counter
-    from ngxlab import channel, cycle as cy, event as evt, process, process_cycle as pc
+    from ngxlab import cycle as cy, event as evt, process, process_cycle as pc
     from ngxlab.core import NGX_LOG_NOTICE, ngx_log_t
 
     master, worker = socket.socketpair()
