@@ -80,8 +80,10 @@ from dataclasses import asdict, dataclass, field
 
 from ngxlab import channel
 from ngxlab.core import NGX_AGAIN, NGX_ERROR
+from ngxlab.process import NGX_MAX_PROCESSES
 from ngxlab.lab import proc, report
 from ngxlab.lab.compare import Target, row
+from ngxlab.lab.floor import _CLOSE_CHANNEL, _MESSAGE, _OPEN_CHANNEL, _QUIT
 from ngxlab.lab.nginx import Nginx, nginx_available, nginx_version
 from ngxlab.lab.report import machine_info
 from ngxlab.lab.run import FloorProcess, MasterProcess
@@ -357,9 +359,8 @@ LADDER_WORKERS = 300
 LADDER_ROUNDS = 50
 # the slot the ladder's OPEN_CHANNEL and CLOSE_CHANNEL name: the table's
 # last, which no worker of the ladder has
-_LADDER_SLOT = 1023
+_LADDER_SLOT = NGX_MAX_PROCESSES - 1
 
-_MESSAGE = struct.Struct("@Lili0l")     # ngx_channel_t, as the floor packs it
 _SPACE = socket.CMSG_SPACE(4)
 
 
@@ -411,9 +412,10 @@ class LadderResult:
 
 
 def _drain(sock, peers):
-    """The floor's reading (ngxlab.lab.floor's child): recvmsg until EAGAIN,
-    keep an OPEN_CHANNEL's descriptor, close it on CLOSE_CHANNEL, exit on
-    QUIT."""
+    """The floor's reading: recvmsg until EAGAIN, keep an OPEN_CHANNEL's
+    descriptor, close it on CLOSE_CHANNEL, exit on QUIT. A copy of the inner
+    loop of ngxlab.lab.floor's child, which keeps it inline: a call there
+    would add to every wake of the floor itself."""
     flags = 0
     while True:
         try:
@@ -423,14 +425,14 @@ def _drain(sock, peers):
         if not data:
             os._exit(0)
         command, _, slot, _ = _MESSAGE.unpack(data)
-        if command == 1:                # OPEN_CHANNEL
+        if command == _OPEN_CHANNEL:
             for _, _, cdata in anc:
                 peers[slot] = int.from_bytes(cdata[:4], sys.byteorder, signed=True)
-        elif command == 2:              # CLOSE_CHANNEL
+        elif command == _CLOSE_CHANNEL:
             fd = peers.pop(slot, None)
             if fd is not None:
                 os.close(fd)
-        elif command == 3:              # QUIT
+        elif command == _QUIT:
             os._exit(0)
         flags = socket.MSG_DONTWAIT
 
@@ -491,6 +493,14 @@ def _queued(sock) -> int:
     return out[0]
 
 
+def _ladder_messages(fd):
+    """The ladder's two messages, as ``(bytes, ancillary data)``: an
+    OPEN_CHANNEL carrying ``fd``, then its CLOSE_CHANNEL."""
+    return ((_MESSAGE.pack(_OPEN_CHANNEL, 0, _LADDER_SLOT, fd),
+             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]),
+            (_MESSAGE.pack(_CLOSE_CHANNEL, 0, _LADDER_SLOT, -1), []))
+
+
 def _ladder_send(socks, pids, rounds, fd, timeout):
     """``rounds`` times an OPEN_CHANNEL (carrying ``fd``) and a CLOSE_CHANNEL
     to every worker in turn; the workers' CPU and voluntary switches over
@@ -509,9 +519,7 @@ def _ladder_send(socks, pids, rounds, fd, timeout):
 
     drained()
     cpu0, woken0 = totals()
-    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
-    opened = _MESSAGE.pack(1, 0, _LADDER_SLOT, fd)
-    closed = _MESSAGE.pack(2, 0, _LADDER_SLOT, -1)
+    (opened, anc), (closed, _) = _ladder_messages(fd)
     for _ in range(rounds):
         for s in socks:
             s.sendmsg([opened], anc)
@@ -653,8 +661,7 @@ def _count_bytecodes(rounds):
     master, worker = socket.socketpair()
     worker.setblocking(False)
     fd = os.open(os.devnull, os.O_RDONLY)
-    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
-    sent = ((_MESSAGE.pack(1, 0, _LADDER_SLOT, fd), anc), (_MESSAGE.pack(2, 0, _LADDER_SLOT, -1), []))
+    sent = _ladder_messages(fd)
     by = Counter()
 
     def tracer(frame, event, arg):
