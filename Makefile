@@ -108,7 +108,10 @@ venv:
 # one by one, each mostly waiting on its own forks); one that fails there is
 # executed again by the build, which reports it. NGXLAB_BOOK=1 tells the
 # chapters' glue() that the build puts the values into the prose
-# (ngxlab.lab.notebook.glue).
+# (ngxlab.lab.notebook.glue). ngxlab's modules are compiled first
+# (compileall writes .pyc files even where PYTHONDONTWRITEBYTECODE is set),
+# as an installed package's are: otherwise every kernel, and every `python
+# -m ngxlab` a chapter starts, compiles them from source again.
 #
 # Then the Chinese edition: book/zh/*.md, whose code cells are the English
 # pages' cell for cell, so every one of them is in the cache already. That
@@ -134,6 +137,7 @@ book: venv
 	    echo "$$srchash" > $(BUILD)/.ngxlab-srchash; \
 	fi; \
 	export NGXLAB_BOOK=1; \
+	$(PY) -m compileall -q ngxlab || exit $$?; \
 	$(PY) tools/execute_chapters.py --jobs $(BOOK_JOBS) $(BUILD)/.jupyter_cache book/*.md || exit $$?; \
 	zhlog=$(BUILD)/zh-build.log; zhpid=; zrc=1; rm -f $(BUILD)/zh-seconds; \
 	zh_build() { \
