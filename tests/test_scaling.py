@@ -92,6 +92,10 @@ def test_startup_structure(startup):
                 assert len(x.worker_pids) == n and len(x.worker_cpu_list) == n
                 assert x.workers_cpu_ms > 0 and x.worker_page_faults > 0
                 if s == "inprocess":
+                    assert x.master_page_faults is None      # this process is the master
+                else:
+                    assert x.master_page_faults > 0
+                if s == "inprocess":
                     assert x.master_cpu_ms is None and x.quit_workers_ms is None
                 elif s == "floor":                          # its QUIT is not timed
                     assert x.master_cpu_ms > 0 and x.quit_workers_ms is None
@@ -102,6 +106,18 @@ def test_startup_structure(startup):
         assert s.reference == "nginx" and len(s.values) == len(s.reference_values) == 2
         assert r.ratio(n) == pytest.approx(statistics.median(r.values("ngxlab", n))
                                            / statistics.median(r.values("nginx", n)))
+        # the master's page faults per further worker: from the smallest N on
+        if n == min(r.ns):
+            assert r.master_faults_per_worker("ngxlab", n) is None
+        else:
+            for s in ("ngxlab", "nginx", "floor"):
+                per = r.master_faults_per_worker(s, n)
+                assert per == pytest.approx(
+                    (statistics.median(r.values(s, n, "master_page_faults"))
+                     - statistics.median(r.values(s, min(r.ns), "master_page_faults")))
+                    / (n - min(r.ns))), s
+            # a Python master copies pages after every fork; nginx's hardly any
+            assert r.master_faults_per_worker("ngxlab", n) > r.master_faults_per_worker("nginx", n)
         after = r.after_first_fork("ngxlab", n)
         assert len(after) == 2 and all(x >= 0 for x in after)
         # the Python floor splits the ratio: ngxlab / floor times floor / nginx
@@ -148,6 +164,7 @@ def test_startup_structure(startup):
     assert all(row["target"] is None for row in rows)        # the targets are at N = 32
     json.dumps(r.to_dict())
     assert "ngxlab ms" in r.table() and "ngxlab/floor" in r.table()
+    assert "ngxlab beside the Python floor:" in r.table()
     assert "Python: CPython" in r.table() or "Python: " in r.table()
     _assert_all_gone(r.runs)
 

@@ -236,7 +236,11 @@ class LifeRun:
     (``/proc/PID/schedstat``; None for the in-process master, which is this
     process); ``worker_page_faults``: the mean number of minor page faults
     per worker by then (``/proc/PID/stat``), mostly copy-on-write copies of
-    pages shared with the master after the fork; ``worker_cpu_list``: each
+    pages shared with the master after the fork; ``master_page_faults``:
+    the master's own minor page faults by then (None in-process): every
+    fork shares the master's pages with the child again, so each page the
+    master writes after a fork is copied first, fork after fork
+    (:meth:`StartupResult.master_faults_per_worker`); ``worker_cpu_list``: each
     worker's CPU ms by then, in spawn order (slot k has read N-1-k
     OPEN_CHANNEL messages: the slope is the cost of one, the intercept the
     cost of a worker's start). For ``inprocess`` the first-worker and all-forked times are
@@ -260,6 +264,7 @@ class LifeRun:
     workers_cpu_ms: float | None = None
     worker_page_faults: float | None = None     # mean minor faults per worker
     worker_cpu_list: list[float] = field(default_factory=list)  # by spawn order (slot)
+    master_page_faults: int | None = None       # the master's minor faults
     master_pid: int | None = None
     worker_pids: list[int] = field(default_factory=list)
     quit_workers_ms: float | None = None
@@ -323,6 +328,7 @@ def _watch_mesh(t0: float, n: int, cal: Calibration, *, master: int | None,
             return dict(mesh=a, first=first, forked=forked, polls=polls, pids=list(kids),
                         poll_us=spent / polls * 1e6,
                         master_cpu=None if master is None else proc.cpu_ms(master),
+                        master_faults=None if master is None else proc.minor_faults(master),
                         workers_cpu=None if None in cpu else sum(cpu),
                         cpu_list=[] if None in cpu else [round(x, 3) for x in cpu],
                         faults=None if None in flt or not flt else sum(flt) / len(flt))
@@ -405,6 +411,7 @@ def _life_program(system: str, n: int, repeat: int, order: int, cal: Calibration
                       master_cpu_ms=_round(w["master_cpu"]),
                       workers_cpu_ms=_round(w["workers_cpu"]),
                       worker_page_faults=_round(w["faults"]), worker_cpu_list=w["cpu_list"],
+                      master_page_faults=w["master_faults"],
                       master_pid=master, worker_pids=w["pids"])
         if measure_quit:
             workers = list(w["pids"])
@@ -627,6 +634,19 @@ class StartupResult:
         the time the mesh was complete."""
         return (self.median(system, n, "master_cpu_ms"), self.median(system, n, "workers_cpu_ms"))
 
+    def master_faults_per_worker(self, system: str, n: int) -> float | None:
+        """The master's minor page faults per further worker: the median at
+        ``n`` less the median at this run's smallest N, over the workers
+        between them. The interpreter's and the program's own start-up
+        cancel out; what remains is what each spawn costs the master in
+        pages copied after a fork. None where either median is missing."""
+        low = min(self.ns)
+        if n <= low:
+            return None
+        a = self.median(system, n, "master_page_faults")
+        b = self.median(system, low, "master_page_faults")
+        return None if a is None or b is None else (a - b) / (n - low)
+
     def worker_cost(self, system: str, n: int) -> tuple[float, float] | None:
         """(CPU ms of a worker's start, CPU ms per OPEN_CHANNEL read): a
         least-squares line through every run's per-worker CPU at ``n``
@@ -684,15 +704,20 @@ class StartupResult:
         column: the medians and their ratios (ngxlab, nginx, the Python
         floor, ngxlab in-process); the phases (first worker, all forked),
         the CPU time used and the page faults per worker; the cost of a look
-        (one poll of /proc, one census)."""
+        (one poll of /proc, one census); and, where the floor ran, ngxlab
+        beside it: the CPU time, the page faults per worker, and the
+        master's page faults per further worker."""
         head = (f"{'N':>3} {'ngxlab ms':>10} {'nginx ms':>9} {'ratio':>6} {'fork→':>6} "
                 f"{'floor ms':>9} {'ngxlab/floor':>12} {'floor/nginx':>11} {'in-proc ms':>10}")
         head2 = (f"{'N':>3} {'ngxlab first/forked':>19} {'nginx first/forked':>18} "
                  f"{'CPU ms ngxlab m+w':>17} {'nginx m+w':>11} {'faults/worker':>13}")
         head3 = f"{'N':>3} {'poll µs':>8} {'census ms':>9}"
+        head4 = (f"{'N':>3} {'CPU ms floor m+w':>16} {'faults/worker ngxlab/floor':>26} "
+                 f"{'master faults/worker ngxlab/floor':>33}")
         lines = [head, "-" * len(head)]
         lines2 = [head2, "-" * len(head2)]
         lines3 = [head3, "-" * len(head3)]
+        lines4 = [head4, "-" * len(head4)]
 
         def f(x, fmt="{:.1f}"):
             return "-" if x is None else fmt.format(x)
@@ -718,7 +743,13 @@ class StartupResult:
                 f"{faults(n):>13}")
             lines3.append(
                 f"{n:>3} {f(self.poll_us('ngxlab', n), '{:.0f}'):>8} {f(self.census_ms(n)):>9}")
+            lines4.append(
+                f"{n:>3} {f(self.cpu_ms('floor', n)[0]) + '+' + f(self.cpu_ms('floor', n)[1]):>16} "
+                f"{f(self.median('ngxlab', n, 'worker_page_faults'), '{:.0f}') + '/' + f(self.median('floor', n, 'worker_page_faults'), '{:.0f}'):>26} "
+                f"{f(self.master_faults_per_worker('ngxlab', n), '{:.0f}') + '/' + f(self.master_faults_per_worker('floor', n), '{:.0f}'):>33}")
         lines += [""] + lines2 + [""] + lines3
+        if "floor" in self.systems():
+            lines += ["", "ngxlab beside the Python floor:"] + lines4
         for name, s in self.python.items():
             lines.append(f"{name}: median {s.median:.1f} ms")
         if self.nginx_skipped:
