@@ -722,9 +722,19 @@ class StartupResult:
         def f(x, fmt="{:.1f}"):
             return "-" if x is None else fmt.format(x)
 
-        def faults(n):
-            return (f(self.median("ngxlab", n, "worker_page_faults"), "{:.0f}") + "/"
-                    + f(self.median("nginx", n, "worker_page_faults"), "{:.0f}"))
+        def two(a, b, sep="/", fmt="{:.1f}"):
+            return f(a, fmt) + sep + f(b, fmt)
+
+        def faults(n, other):
+            return two(self.median("ngxlab", n, "worker_page_faults"),
+                       self.median(other, n, "worker_page_faults"), fmt="{:.0f}")
+
+        def cpu(s, n):
+            return two(*self.cpu_ms(s, n), sep="+")
+
+        def per_worker(n):
+            return two(self.master_faults_per_worker("ngxlab", n),
+                       self.master_faults_per_worker("floor", n), fmt="{:.0f}")
 
         for n in self.ns:
             ph = {s: (self.median(s, n, "first_worker_ms"), self.median(s, n, "all_forked_ms"))
@@ -736,17 +746,13 @@ class StartupResult:
                 f"{f(self.floor_over_nginx(n), '{:.2f}'):>11} "
                 f"{f(self.median('inprocess', n)):>10}")
             lines2.append(
-                f"{n:>3} {f(ph['ngxlab'][0]) + '/' + f(ph['ngxlab'][1]):>19} "
-                f"{f(ph['nginx'][0]) + '/' + f(ph['nginx'][1]):>18} "
-                f"{f(self.cpu_ms('ngxlab', n)[0]) + '+' + f(self.cpu_ms('ngxlab', n)[1]):>17} "
-                f"{f(self.cpu_ms('nginx', n)[0]) + '+' + f(self.cpu_ms('nginx', n)[1]):>11} "
-                f"{faults(n):>13}")
+                f"{n:>3} {two(*ph['ngxlab']):>19} {two(*ph['nginx']):>18} "
+                f"{cpu('ngxlab', n):>17} {cpu('nginx', n):>11} {faults(n, 'nginx'):>13}")
             lines3.append(
                 f"{n:>3} {f(self.poll_us('ngxlab', n), '{:.0f}'):>8} {f(self.census_ms(n)):>9}")
             lines4.append(
-                f"{n:>3} {f(self.cpu_ms('floor', n)[0]) + '+' + f(self.cpu_ms('floor', n)[1]):>16} "
-                f"{f(self.median('ngxlab', n, 'worker_page_faults'), '{:.0f}') + '/' + f(self.median('floor', n, 'worker_page_faults'), '{:.0f}'):>26} "
-                f"{f(self.master_faults_per_worker('ngxlab', n), '{:.0f}') + '/' + f(self.master_faults_per_worker('floor', n), '{:.0f}'):>33}")
+                f"{n:>3} {cpu('floor', n):>16} {faults(n, 'floor'):>26} "
+                f"{per_worker(n):>33}")
         lines += [""] + lines2 + [""] + lines3
         if "floor" in self.systems():
             lines += ["", "ngxlab beside the Python floor:"] + lines4
