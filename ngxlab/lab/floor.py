@@ -12,8 +12,9 @@
   ``channel[0]`` as ``SCM_RIGHTS``) to every earlier child;
 - each child closes the ``channel[1]`` of every other slot and its own
   ``channel[0]``, puts its ``channel[1]`` in an epoll instance (last, as a
-  worker's initialisation ends), then reads OPEN_CHANNEL messages with
-  ``recvmsg`` and keeps the descriptors they carry.
+  worker's initialisation ends), then, at each wake, reads with
+  ``recvmsg`` until it finds nothing (EAGAIN), as nginx's channel handler
+  does, and keeps the descriptors the OPEN_CHANNEL messages carry.
 
 No logging, no configuration, no event loop beyond that one epoll wait, no
 non-blocking flags, no process titles: what is left is the interpreter's
@@ -34,10 +35,16 @@ ends of that child's pair, frees the slot and sends CLOSE_CHANNEL (with the
 slot) to every child still live, which closes its copy of that slot's
 ``channel[0]``, as ``ngx_reap_children`` does. A freed slot is reused by
 the next spawn (the first free one, as ``ngx_spawn_process`` picks), so a
-second reload takes the first generation's slots again. A child reads the
-OPEN_CHANNELs of its start-up one per wake (as the start-up floor always
-has), and afterwards, like nginx's channel handler, reads at each wake
-until ``recvmsg`` finds nothing (EAGAIN, with ``MSG_DONTWAIT``).
+second reload takes the first generation's slots again.
+
+A child reads at each wake until ``recvmsg`` finds nothing (EAGAIN, with
+``MSG_DONTWAIT``), at start-up as afterwards: nginx's channel handler
+drains its channel that way, so each wake costs nginx one ``recvmsg`` that
+finds nothing, and it costs the floor the same. (An earlier floor had its
+children read their start-up OPEN_CHANNELs one per wake, knowing
+how many would come: one ``recvmsg`` per message fewer than nginx makes,
+which put that call, and the exception Python raises for EAGAIN, on
+ngxlab's side of ngxlab / floor instead of on Python's.)
 
 SIGQUIT is a graceful stop as nginx's: a QUIT message to every child, the
 same reaping (CLOSE_CHANNEL to the children still live), and the master
@@ -72,18 +79,16 @@ _STOP = {signal.SIGTERM, signal.SIGINT}
 _SIGNALS = {*_STOP, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD}
 
 
-def _child(slot, table, parent, startup, unblock):
+def _child(slot, table, parent, unblock):
     """A worker of the floor: close what is not its own (the other slots'
     ``channel[1]``, its own ``channel[0]``), wait on its channel, keep the
     descriptor each OPEN_CHANNEL brings, close a slot's on CLOSE_CHANNEL,
     exit on QUIT (or when the master is gone).
 
     ``table``: the master's slots when it forked, ``(pid, channel[0],
-    channel[1])`` or None. The first ``startup`` messages are read one per
-    wake (a start-up's OPEN_CHANNELs, as the start-up floor has always read
-    them); after them each wake reads until ``recvmsg`` says EAGAIN, as
-    nginx's (and ngxlab's) channel handler does. ``unblock``: the signals
-    the master had blocked when it forked (a reload's children)."""
+    channel[1])`` or None. Each wake reads until ``recvmsg`` says EAGAIN,
+    as nginx's (and ngxlab's) channel handler does. ``unblock``: the
+    signals the master had blocked when it forked (a reload's children)."""
     peers = {}                          # slot: the channel[0] this worker holds
     for k, entry in enumerate(table):
         if entry is not None and k != slot:
@@ -121,9 +126,6 @@ def _child(slot, table, parent, startup, unblock):
                     os.close(fd)
             elif command == _QUIT:
                 os._exit(0)
-            if startup:
-                startup -= 1
-                break
             flags = socket.MSG_DONTWAIT
 
 
@@ -138,7 +140,7 @@ class _Master:
         self.quitting = set()           # the slots sent a QUIT
         self.blocked = ()               # the signals blocked once the mesh is built
 
-    def spawn(self, startup):
+    def spawn(self):
         """One child in the first free slot (a freed slot is reused, as
         ``ngx_spawn_process`` does, else the table grows): socketpair, fork,
         then OPEN_CHANNEL (its ``channel[0]`` as ``SCM_RIGHTS``) to every
@@ -156,7 +158,7 @@ class _Master:
         pid = os.fork()
         if pid == 0:
             try:
-                _child(slot, table, self.pid, startup, self.blocked)
+                _child(slot, table, self.pid, self.blocked)
             finally:
                 os._exit(1)
         table[slot] = (pid, ch0, ch1)
@@ -183,7 +185,7 @@ class _Master:
         import time
         old = {k for k, s in enumerate(self.socks) if s is not None}
         for _ in range(self.n):
-            self.spawn(0)
+            self.spawn()
         time.sleep(0.1)
         self.quit(old)
 
@@ -252,8 +254,8 @@ def main(argv=None):
     with open(os.path.join(prefix, "logs", PID_NAME), "w") as f:
         f.write(f"{master.pid}\n")
 
-    for slot in range(n):
-        master.spawn(n - 1 - slot)      # slot k reads N-1-k OPEN_CHANNELs as it starts
+    for _ in range(n):
+        master.spawn()
 
     # the master keeps both ends of every pair, as nginx's does
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)

@@ -536,7 +536,7 @@ def _ladder_floor(n, rounds, fd, timeout):
     master = floor._Master(n, os.getpid())
     try:
         for _ in range(n):
-            master.spawn(0)
+            master.spawn()
         socks = [s for s in master.socks if s is not None]
         pids = [entry[0] for entry in master.table if entry is not None]
         return _ladder_send(socks, pids, rounds, fd, timeout)
