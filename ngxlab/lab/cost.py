@@ -85,6 +85,10 @@ Forks per second: :func:`fork_rate`
     uses: flush, then ``os.fork()``) takes until the child has exited and
     been reaped, against the same fork made from C, interleaved.
 
+A copied page: :func:`page_copy_cost`
+    What a write to a page shared with a child costs beyond a write to a
+    page this process owns: the kernel's copy-on-write copy, per page.
+
 Not a mirror of nginx: nothing here has an ``ngx_`` name.
 """
 
@@ -120,9 +124,11 @@ from ngxlab.lab.report import progress_bar
 __all__ = [
     "BenchError", "ROUND_TRIP_VARIANTS", "DESCRIPTOR_VARIANTS", "PLACEMENTS",
     "ROUND_TRIP_PLACEMENT", "TARGETS", "round_trip", "round_trips", "fork_rate",
-    "profile_round_trip", "ratio_table",
+    "page_copy_cost", "profile_round_trip", "ratio_table",
 ]
 
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 ROUND_TRIP_VARIANTS = ("ngxlab", "raw", "c", "mp_pipe", "mp_queue", "os_pipe")
 DESCRIPTOR_VARIANTS = ("ngxlab", "raw", "c", "mp_pipe")   # can carry a descriptor
@@ -686,6 +692,62 @@ def fork_rate(*, forks: int = 50, rounds: int = 5, progress=False) -> Samples:
     return Samples(measure="fork, exit and reap", variant="python", unit="ns",
                    values=values["python"], reference="c", reference_values=values["c"],
                    params=params)
+
+
+def _write_pages(buf, pages: int, value: int) -> int:
+    """One byte written into each of ``pages`` pages of ``buf``; the ns taken."""
+    t0 = time.perf_counter_ns()
+    for i in range(0, pages * PAGE_SIZE, PAGE_SIZE):
+        buf[i] = value
+    return time.perf_counter_ns() - t0
+
+
+def page_copy_cost(*, pages: int = 2048, rounds: int = 5) -> Samples:
+    """What one copy-on-write copy costs this process, per page (ns).
+
+    A fork shares every page of the parent with the child; the first of the
+    two to write a page then waits while the kernel copies it. In each round
+    this process fills ``pages`` private anonymous pages, forks a child that
+    only waits (so every page is shared), writes one byte into each page
+    (each write copies a page: ``values``), then writes them all again, now
+    its own (``reference_values``, the same Python loop without the copy).
+    The child exits when told, and is reaped. ``median - reference_median``
+    is the price of one copied page, which turns the page faults that
+    :mod:`ngxlab.lab.timing` counts into time. No huge pages (``madvise``),
+    so that each write copies one page of ``PAGE_SIZE`` bytes."""
+    if pages < 1 or rounds < 1:
+        raise ValueError("pages and rounds: 1 or more")
+    import mmap
+    copied: list[float] = []
+    owned: list[float] = []
+    buf = mmap.mmap(-1, pages * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):
+            buf.madvise(mmap.MADV_NOHUGEPAGE)
+        _write_pages(buf, pages, 1)                 # every page present, and this process's
+        for r in range(rounds):
+            rfd, wfd = os.pipe()
+            try:
+                pid = _forking.fork()
+            except BaseException:
+                os.close(rfd)
+                os.close(wfd)
+                raise
+            if pid == 0:
+                os.close(wfd)
+                _forking.run_child(os.read, rfd, 1)   # until told (or this process is gone)
+            os.close(rfd)
+            try:
+                copied.append(_write_pages(buf, pages, 2 + r % 2) / pages)
+                owned.append(_write_pages(buf, pages, 1) / pages)
+            finally:
+                os.close(wfd)
+                os.waitpid(pid, 0)
+    finally:
+        buf.close()
+    return Samples(measure="a write to a page shared with a child", variant="copied",
+                   unit="ns", values=copied, reference="owned", reference_values=owned,
+                   params=dict(pages=pages, rounds=rounds, page_size=PAGE_SIZE))
 
 
 def _rss_kib() -> int | None:
