@@ -14,9 +14,11 @@ NGXLAB_STRICT=1. No speed is asserted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
+from importlib import resources
 
 import pytest
 
@@ -148,7 +150,7 @@ def test_startup_structure(startup):
     theirs = statistics.median([x.mesh_ms - x.first_worker_ms for x in r.runs
                                 if x.system == "nginx" and x.n == 3])
     assert ours >= 0 and theirs >= 0
-    if theirs == 0:
+    if theirs == 0 or ours == 0:
         assert r.ratio_after_first_fork(3) is None
     else:
         assert r.ratio_after_first_fork(3) == pytest.approx(ours / theirs)
@@ -229,6 +231,26 @@ def test_descriptors_equal_the_formulas(nginx_bin):
         [d.get("ngxlab", n).master_total for n in (1, 2, 5)]
     assert d.all_match
     json.dumps(d.to_dict())
+
+
+def test_no_ratio_after_first_fork_below_the_polls_resolution():
+    # a recorded run, then ngxlab's mesh at N=4 seen complete at the poll
+    # that saw its first worker (0 ms after the first fork): no ratio there,
+    # as where nginx's is 0 ms, instead of a ratio of 0
+    rec = json.loads(resources.files("ngxlab.lab").joinpath("data/recorded_mesh.json")
+                     .read_text())
+    r = timing.StartupResult.from_dict(rec["startup_to_mesh"])
+    assert r.ratio_after_first_fork(4) > 0 and r.ratio_after_first_fork(16) > 0
+    r.runs = [dataclasses.replace(x, mesh_ms=x.first_worker_ms)
+              if x.system == "ngxlab" and x.n == 4 else x for x in r.runs]
+    assert statistics.median(r.after_first_fork("ngxlab", 4)) == 0
+    assert r.ratio_after_first_fork(4) is None
+    assert r.ratio_after_first_fork(16) > 0
+    after = {x["measure"]: x["ratio"] for x in r.ratios()
+             if x["measure"].startswith("first fork to full mesh")}
+    assert after["first fork to full mesh, N=4"] is None
+    assert after["first fork to full mesh, N=16"] == pytest.approx(r.ratio_after_first_fork(16))
+    r.table()
 
 
 # -- without nginx -----------------------------------------------------------------------

@@ -214,8 +214,8 @@ def plot_startup(result: StartupResult, *, phases: bool = True):
         xs = list(result.ns)
         ax2.plot(xs, [result.ratio(n) for n in xs], "o-", color=_COLORS["ngxlab"],
                  label="ngxlab / nginx")
-        # undefined where nginx's mesh was complete at the look that saw its
-        # first worker (0 ms from first fork to mesh): no point there
+        # undefined where a mesh was complete at the look that saw its first
+        # worker (0 ms from first fork to mesh, either side): no point there
         after = [(n, result.ratio_after_first_fork(n)) for n in xs]
         after = [(n, v) for n, v in after if v is not None]
         if after:

@@ -617,13 +617,16 @@ class StartupResult:
 
     def ratio_after_first_fork(self, n: int) -> float | None:
         """median(ngxlab's time from first fork to full mesh) / the same of
-        nginx, both from this run's runs; None without nginx."""
+        nginx, both from this run's runs; None without nginx, and None when
+        either median is 0 ms: that program's mesh was already complete at
+        the poll that saw its first worker, below the polls' resolution, so
+        the runs give no ratio (not 0, nor infinity)."""
         if self.nginx_skipped:
             return None
         s = Samples(measure=f"first fork to full mesh (ms), N={n}", variant="ngxlab",
                     unit="ms", values=self.after_first_fork("ngxlab", n), reference="nginx",
                     reference_values=self.after_first_fork("nginx", n))
-        return s.ratio
+        return s.ratio if s.median else None
 
     def poll_us(self, system: str, n: int) -> float | None:
         xs = [r.poll_us for r in self.runs if r.system == system and r.n == n]
@@ -693,10 +696,12 @@ class StartupResult:
                                 None if self.nginx_skipped else self.median("nginx", n),
                                 "ms", TARGETS))
         for n in self.ns:
-            rows.append(row(f"first fork to full mesh, N={n}", "ngxlab", "nginx",
-                            percentile(self.after_first_fork("ngxlab", n), 50),
-                            None if self.nginx_skipped else
-                            percentile(self.after_first_fork("nginx", n), 50), "ms"))
+            line = row(f"first fork to full mesh, N={n}", "ngxlab", "nginx",
+                       percentile(self.after_first_fork("ngxlab", n), 50),
+                       None if self.nginx_skipped else
+                       percentile(self.after_first_fork("nginx", n), 50), "ms")
+            line["ratio"] = self.ratio_after_first_fork(n)     # none below the resolution
+            rows.append(line)
         return rows
 
     def table(self) -> str:
