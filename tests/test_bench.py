@@ -242,9 +242,8 @@ def test_fork_rate_beside_c(cc):
     assert len(s.values) == len(s.reference_values) == 2 and s.params["forks"] == 5
 
 
-
 def test_page_copy_cost_prices_a_copied_page():
-    # the leak guard checks that the waiting child was reaped and its pipe closed
+    # the leak guard also checks that the waiting child's pipe was closed
     s = cost.page_copy_cost(pages=256, rounds=3)
     _check_samples(s, unit="ns", reference="owned")
     assert len(s.values) == len(s.reference_values) == 3
@@ -254,6 +253,7 @@ def test_page_copy_cost_prices_a_copied_page():
     assert not child_pids()
     with pytest.raises(ValueError):
         cost.page_copy_cost(pages=0)
+
 
 def test_readme_table_from_results():
     results = {"machine": {"date": "2030-01-02T03:04:05+00:00", "loadavg": [1.0, 0.5, 0.25]},

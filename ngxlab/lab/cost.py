@@ -99,6 +99,7 @@ import array
 import contextlib
 import cProfile
 import io
+import mmap
 import multiprocessing
 import multiprocessing.reduction
 import os
@@ -717,7 +718,6 @@ def page_copy_cost(*, pages: int = 2048, rounds: int = 5) -> Samples:
     so that each write copies one page of ``PAGE_SIZE`` bytes."""
     if pages < 1 or rounds < 1:
         raise ValueError("pages and rounds: 1 or more")
-    import mmap
     copied: list[float] = []
     owned: list[float] = []
     buf = mmap.mmap(-1, pages * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -725,24 +725,21 @@ def page_copy_cost(*, pages: int = 2048, rounds: int = 5) -> Samples:
         if hasattr(mmap, "MADV_NOHUGEPAGE"):
             buf.madvise(mmap.MADV_NOHUGEPAGE)
         _write_pages(buf, pages, 1)                 # every page present, and this process's
-        for r in range(rounds):
+        for _ in range(rounds):
             rfd, wfd = os.pipe()
             try:
-                pid = _forking.fork()
+                pid = spawn(os.read, rfd, 1, close=[wfd])     # waits until told
             except BaseException:
-                os.close(rfd)
                 os.close(wfd)
                 raise
-            if pid == 0:
-                os.close(wfd)
-                _forking.run_child(os.read, rfd, 1)   # until told (or this process is gone)
-            os.close(rfd)
+            finally:
+                os.close(rfd)
             try:
-                copied.append(_write_pages(buf, pages, 2 + r % 2) / pages)
+                copied.append(_write_pages(buf, pages, 2) / pages)
                 owned.append(_write_pages(buf, pages, 1) / pages)
             finally:
-                os.close(wfd)
-                os.waitpid(pid, 0)
+                os.close(wfd)                       # the child's read returns: it exits
+                finish(pid)
     finally:
         buf.close()
     return Samples(measure="a write to a page shared with a child", variant="copied",
