@@ -40,7 +40,6 @@ __all__ = [
     "fd_table",
     "child_pids",
     "describe_pid",
-    "proc_state",
     "wait_for",
 ]
 
@@ -166,15 +165,6 @@ def describe_pid(pid: int) -> str:
         return f"{pid} (gone)"
     label = {"Z": "zombie: exited, never reaped"}.get(state, f"state {state}")
     return f"{pid} ({label}) {cmdline or '[no command line]'}"
-
-
-def proc_state(pid: int) -> str | None:
-    """The state letter of ``pid`` ("S", "R", "Z", ...), None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return None
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.005):

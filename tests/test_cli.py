@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from _tools import proc_state as _state, wait_for as _wait
+from _tools import wait_for as _wait
+from ngxlab.lab.proc import state as _state
 from ngxlab.lab.run import MasterProcess, MasterProcessError
 
 SUBCOMMANDS = ("run", "signal", "topology", "bench")

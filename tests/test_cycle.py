@@ -19,9 +19,8 @@ import time
 import pytest
 from _tools import wait_for as _wait
 
-from _tools import proc_state as _state, wait_for as _wait
 from ngxlab.lab.census import CensusError, census_master, children_of
-from ngxlab.lab.proc import Proc as _Proc
+from ngxlab.lab.proc import Proc as _Proc, alive as _alive, state as _state
 from ngxlab.lab.run import MasterProcess
 
 N = 4
@@ -32,10 +31,6 @@ pytestmark = pytest.mark.usefixtures("no_unexpected_alerts")
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def _alive(pid: int) -> bool:
-    return _state(pid) not in (None, "Z", "X")
 
 
 def _cli(*args) -> subprocess.CompletedProcess:

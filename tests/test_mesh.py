@@ -19,6 +19,7 @@ import pytest
 from ngxlab import channel
 from ngxlab.channel import NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL
 from ngxlab.core import sizeof
+from ngxlab.lab import proc
 from ngxlab.lab.master import Master, MasterError
 
 
@@ -256,13 +257,7 @@ def test_workers_exit_when_this_process_dies(tmp_path):
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     t0 = time.monotonic()
-    def gone(p):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                return f.read().split(") ")[1][0] == "Z"
-        except FileNotFoundError:
-            return True
-    wait_until(lambda: all(gone(p) for p in workers), 1.0, "workers to exit")
+    wait_until(lambda: not any(proc.alive(p) for p in workers), 1.0, "workers to exit")
     assert time.monotonic() - t0 < 1.0
 
 

@@ -12,18 +12,10 @@ import time
 
 import pytest
 
-from ngxlab.lab.proc import start_time as process_start_time
+from ngxlab.lab.proc import alive as _alive, start_time as process_start_time
 from ngxlab.lab.nginx import Nginx, NginxError, NginxNotFound, find_nginx
 
 pytestmark = pytest.mark.nginx
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
 
 
 def _all_gone(pids, timeout: float = 5.0) -> bool:

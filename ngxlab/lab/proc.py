@@ -124,7 +124,7 @@ def children(pid: int, *, zombies: bool = False) -> list[int] | None:
     task_dir = f"/proc/{pid}/task"
     try:
         tids = os.listdir(task_dir)
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
     kids: set[int] = set()
     found = False
@@ -133,8 +133,8 @@ def children(pid: int, *, zombies: bool = False) -> list[int] | None:
             with open(f"{task_dir}/{tid}/children", "rb") as f:
                 kids.update(int(x) for x in f.read().split())
             found = True
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, ProcessLookupError):
+            continue        # a thread that ended since the listing
     if not found:
         for entry in os.listdir("/proc"):
             if entry.isdigit():
