@@ -230,6 +230,36 @@ def test_census_error_on_dead_and_zombie_pids():
 
 
 @pytest.mark.timeout(30)
+def test_proc_readers_treat_a_process_reaped_after_open_as_gone(monkeypatch):
+    # The kernel's own race: /proc/PID/stat opened while the process lives,
+    # read after it is reaped, fails with ESRCH. The process is reaped
+    # between the readers' open() and read() (the only way to hit the
+    # window every time); the failure itself is the kernel's.
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)   # a zombie, still there
+    real_open = open
+
+    def open_then_reap(path, *args, **kwargs):
+        f = real_open(path, *args, **kwargs)
+        if str(path).startswith(f"/proc/{pid}/"):
+            os.waitpid(pid, 0)
+        return f
+
+    with real_open(f"/proc/{pid}/stat") as f:
+        os.waitpid(pid, 0)
+        with pytest.raises(ProcessLookupError):
+            f.read()                        # the failure is real
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    monkeypatch.setattr("builtins.open", open_then_reap)
+    assert proc.state(pid) is None and not proc.alive(pid)
+
+
+@pytest.mark.timeout(30)
 def test_netlink_socket_is_closed():
     before = fd_table()
     for _ in range(20):
