@@ -127,3 +127,31 @@ def test_floor_under_strace(strace_bin):
         assert r.master_pid != r._guard.popen.pid
     text = r.strace_text()
     assert "SCM_RIGHTS" in text and "recvmsg(" in text
+
+
+@pytest.mark.timeout(120)
+def test_floor_master_never_blocks_on_a_child_that_does_not_read():
+    """A child that reads nothing (stopped here; at scale, one that has
+    exited and is not yet reaped, whose pair the master still holds) gets
+    more messages in a QUIT than its channel's buffer holds: a CLOSE_CHANNEL
+    for each of the other 299 children. The master drops what does not fit,
+    as ngx_write_channel does, and does not wait: once the child runs again
+    it reads its QUIT, exits, and the master reaps it and exits. (A floor
+    writing with blocking sockets stays in sendto() for good.)"""
+    n = 300
+    r = FloorProcess(n, start_timeout=60)
+    with r:
+        master = r.master_pid
+        kids = sorted(r.worker_pids)
+        stopped = kids[0]
+        os.kill(stopped, signal.SIGSTOP)
+        proc.wait_state(stopped, "T")
+        os.kill(master, signal.SIGQUIT)
+        wait_for(lambda: set(proc.children(master)) == {stopped}, 60,
+                 "every child but the stopped one gone")
+        # the master has written all it will: a CLOSE_CHANNEL per reaped child,
+        # the last of them dropped (the stopped child's buffer is full)
+        wait_for(lambda: not proc.children(master, zombies=True)[1:], 30, "the others reaped")
+        os.kill(stopped, signal.SIGCONT)
+        assert r.wait_exit(30) == 0
+    assert not proc.alive(stopped) and not proc.alive(master)

@@ -37,8 +37,19 @@ slot) to every child still live, which closes its copy of that slot's
 the next spawn (the first free one, as ``ngx_spawn_process`` picks), so a
 second reload takes the first generation's slots again.
 
-A child reads at each wake until ``recvmsg`` finds nothing (EAGAIN, with
-``MSG_DONTWAIT``), at start-up as afterwards: nginx's channel handler
+The channels are non-blocking at both ends, as ``ngx_spawn_process``
+makes nginx's, and the master writes as ``ngx_write_channel`` does: a
+message that finds its channel's buffer full (EAGAIN) is not sent. With
+hundreds of children that happens: a child that has exited but is not
+yet reaped reads nothing, the master still holds both ends of its pair,
+and every CLOSE_CHANNEL of a reload or a QUIT is written to it; a few
+hundred 32-byte messages fill a buffer of Linux's default size. (An earlier floor wrote with blocking sockets and
+hung there for good, in ``sendto``, in one QUIT of 400 children.) A QUIT
+that cannot be written becomes a signal (SIGTERM), as
+``ngx_signal_worker_processes`` falls back to ``kill()``.
+
+A child reads at each wake until ``recvmsg`` finds nothing (EAGAIN),
+at start-up as afterwards: nginx's channel handler
 drains its channel that way, so each wake costs nginx one ``recvmsg`` that
 finds nothing, and it costs the floor the same. (An earlier floor had its
 children read their start-up OPEN_CHANNELs one per wake, knowing
@@ -100,7 +111,7 @@ def _child(slot, table, parent, unblock):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
     ep = select.epoll()
     ep.register(own, select.EPOLLIN)
-    sock = socket.socket(fileno=own)
+    sock = socket.socket(fileno=own)    # non-blocking: made so by socketpair()
     space = socket.CMSG_SPACE(4)
     size = _MESSAGE.size
     while True:
@@ -108,10 +119,9 @@ def _child(slot, table, parent, unblock):
             if os.getppid() != parent:
                 os._exit(0)
             continue
-        flags = 0
         while True:
             try:
-                data, anc, _, _ = sock.recvmsg(size, space, flags)
+                data, anc, _, _ = sock.recvmsg(size, space)
             except BlockingIOError:
                 break
             if not data:
@@ -126,7 +136,18 @@ def _child(slot, table, parent, unblock):
                     os.close(fd)
             elif command == _QUIT:
                 os._exit(0)
-            flags = socket.MSG_DONTWAIT
+
+
+def _write(sendmsg, *args):
+    """One message on a channel, as ``ngx_write_channel`` writes it: a
+    channel whose buffer is full (EAGAIN: a child that does not read, or
+    one that has exited and is not yet reaped, whose end the master still
+    holds) does not get it. Returns whether it was written."""
+    try:
+        sendmsg(*args)
+    except BlockingIOError:
+        return False
+    return True
 
 
 class _Master:
@@ -152,7 +173,8 @@ class _Master:
             slot = len(table)
             table.append(None)
             socks.append(None)
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # both ends non-blocking, as ngx_spawn_process makes them
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         ch0, ch1 = a.detach(), b.detach()
         table[slot] = (0, ch0, ch1)
         pid = os.fork()
@@ -166,17 +188,23 @@ class _Master:
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", ch0))]
         for s in socks:
             if s is not None:
-                s.sendmsg(msg, anc)
+                _write(s.sendmsg, msg, anc)
         socks[slot] = socket.socket(fileno=ch0)
 
     def quit(self, slots=None):
         """QUIT to the children of ``slots`` (by default every live one) not
-        yet told, in slot order, as ``ngx_signal_worker_processes`` goes."""
+        yet told, in slot order, as ``ngx_signal_worker_processes`` goes;
+        where the message cannot be written it signals the child instead,
+        as nginx does (SIGTERM: a floor child has no SIGQUIT handler)."""
         if slots is None:
             slots = {k for k, s in enumerate(self.socks) if s is not None}
-        msg = _MESSAGE.pack(_QUIT, 0, 0, -1)
+        msg = [_MESSAGE.pack(_QUIT, 0, 0, -1)]
         for k in sorted(slots - self.quitting):
-            self.socks[k].sendall(msg)
+            if not _write(self.socks[k].sendmsg, msg):
+                try:
+                    os.kill(self.table[k][0], signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
             self.quitting.add(k)
 
     def reload(self):
@@ -215,10 +243,10 @@ class _Master:
             self.quitting.discard(k)
             freed.append((pid, k))
         for pid, k in freed:
-            msg = _MESSAGE.pack(_CLOSE_CHANNEL, pid, k, -1)
+            msg = [_MESSAGE.pack(_CLOSE_CHANNEL, pid, k, -1)]
             for s in self.socks:
                 if s is not None:
-                    s.sendall(msg)
+                    _write(s.sendmsg, msg)
         return any(s is not None for s in self.socks)
 
     def terminate(self):
