@@ -348,6 +348,12 @@ def test_saved_scale_run_is_whole():
     assert systems.count("floor") in (0, scale.FULL_REPEATS)
     assert sorted(s for s in systems if s != "floor") == \
         sorted(["nginx", "ngxlab"] * scale.FULL_REPEATS)
+    # the README's line on a wake's CPU is each system's median over its runs
+    line = report.readme_block().split("CPU per wake of an old worker in the reload, medians: ")
+    for system in set(systems):
+        us = statistics.median(r["old_wake_us"] for r in run["scale"]["runs"]
+                               if r["system"] == system)
+        assert f"{system} {us:.1f} µs" in line[1].splitlines()[0], system
 
 
 @pytest.mark.parametrize("i", range(len(bench.saved())))

@@ -374,10 +374,26 @@ def readme_block(saved: str | os.PathLike | None = None,
     text = readme_table(_runs(SAVED if saved is None else saved))
     scale_path = Path(SAVED_SCALE if saved_scale is None else saved_scale)
     if scale_path.exists():
+        runs = _runs(scale_path)
         text += ("\nAt scale, `ngxlab bench --only scale` (three reloads and QUITs of "
                  "each, interleaved), kept in `ngxlab/lab/data/bench-scale.json`:\n\n"
-                 + readme_table(_runs(scale_path)))
+                 + readme_table(runs) + _wake_line(runs[0]))
     return text
+
+
+def _wake_line(run: dict) -> str:
+    """The CPU of one wake of an old worker in that reload, each system's
+    median, from the scale run's rows ("" when it has none)."""
+    wake = {}
+    for r in run["ratios"]:
+        if r["measure"].endswith("CPU per wake of an old worker") and r["unit"] == "us":
+            wake.setdefault(r["reference"], r["reference_median"])
+            wake.setdefault(r["subject"], r["subject_median"])
+    if not wake:
+        return ""
+    each = ", ".join(f"{name} {us:.1f} µs" for name, us in sorted(wake.items(),
+                                                                   key=lambda x: x[1]))
+    return f"\nCPU per wake of an old worker in the reload, medians: {each}.\n"
 
 
 def update_readme(path: str | os.PathLike, saved: str | os.PathLike | None = None,
