@@ -43,10 +43,11 @@ message that finds its channel's buffer full (EAGAIN) is not sent. With
 hundreds of children that happens: a child that has exited but is not
 yet reaped reads nothing, the master still holds both ends of its pair,
 and every CLOSE_CHANNEL of a reload or a QUIT is written to it; a few
-hundred 32-byte messages fill a buffer of Linux's default size. (An earlier floor wrote with blocking sockets and
-hung there for good, in ``sendto``, in one QUIT of 400 children.) A QUIT
-that cannot be written becomes a signal (SIGTERM), as
-``ngx_signal_worker_processes`` falls back to ``kill()``.
+hundred 32-byte messages fill a buffer of Linux's default size. (An
+earlier floor wrote with blocking sockets and hung there for good, in
+``sendto``, in QUITs of 400 children.) A QUIT that cannot be written
+becomes a signal (SIGTERM), as ``ngx_signal_worker_processes`` falls
+back to ``kill()``.
 
 A child reads at each wake until ``recvmsg`` finds nothing (EAGAIN),
 at start-up as afterwards: nginx's channel handler
