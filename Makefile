@@ -20,8 +20,9 @@ PY := $(VENV)/bin/python
 JB := $(VENV)/bin/jupyter-book
 BUILD := _build
 PYTEST_ARGS ?=
-# How many chapters execute at a time (tools/execute_chapters.py).
-BOOK_JOBS ?= 2
+# How many chapters execute at a time (tools/execute_chapters.py): three on
+# two cores, as the chapters spend much of their time waiting on their forks.
+BOOK_JOBS ?= 3
 
 SHELL := /bin/bash
 
