@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -53,15 +54,27 @@ def _read(path: Path):
 def _execute(path: str, timeout: int):
     """Run in a worker process: execute one chapter in its own directory."""
     from jupyter_cache.executors.utils import single_nb_execution
+    from jupyter_client import AsyncKernelManager
 
     nb = _read(Path(path))
+    # The kernel talks to this process over Unix sockets in a directory of its
+    # own, not over TCP: a TCP kernel takes five ports found free by binding
+    # port 0 and closing it, and binds them again when it starts; a chapter
+    # running beside it (a load test opens thousands of connections, each from
+    # an ephemeral port) can take one in between, and the kernel dies with
+    # "Address already in use" while nbclient waits for it until
+    # startup_timeout.
     # startup_timeout: nbclient waits 60 s for a new kernel's first reply by
     # default, and a kernel started beside another chapter's forking run on a
     # loaded 2-core machine once took longer (the build then ran the chapter
     # again, serially); give it the cells' timeout
-    result = single_nb_execution(nb, cwd=str(Path(path).parent.resolve()),
-                                 timeout=timeout, allow_errors=False, meta_override=True,
-                                 startup_timeout=timeout)
+    kernel = nb.metadata.get("kernelspec", {}).get("name", "python3")
+    with tempfile.TemporaryDirectory(prefix="ngxlab-kernel-") as sockets:
+        km = AsyncKernelManager(kernel_name=kernel, transport="ipc",
+                                ip=os.path.join(sockets, "kernel"))
+        result = single_nb_execution(nb, cwd=str(Path(path).parent.resolve()),
+                                     timeout=timeout, allow_errors=False, meta_override=True,
+                                     startup_timeout=timeout, km=km)
     return nb, result.time, (result.exc_string if result.err is not None else None)
 
 
