@@ -71,8 +71,9 @@ _LABELS = {"ngxlab": "ngxlab (python -m ngxlab run)", "nginx": "nginx",
            "inprocess": "ngxlab in-process (lab.Master)"}
 
 
-_COST_COLORS = {"ngxlab": "#1f77b4", "raw": "#ff7f0e", "c": "#000000", "mp_pipe": "#2ca02c",
-           "mp_queue": "#d62728", "os_pipe": "#9467bd", "python": "#1f77b4"}
+_COST_COLORS = {"ngxlab": "#1f77b4", "raw": "#ff7f0e", "raw_fields": "#bcbd22", "c": "#000000",
+                "mp_pipe": "#2ca02c", "mp_queue": "#d62728", "os_pipe": "#9467bd",
+                "python": "#1f77b4"}
 
 
 def plot_round_trips(sets: Iterable[dict[str, Samples]], machine: MachineInfo | None = None):

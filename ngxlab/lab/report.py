@@ -299,13 +299,18 @@ def _met(target: str, ratio: float) -> bool:
             ">=": ratio >= float(bound), ">": ratio > float(bound)}[op]
 
 
+# the references that split a targeted ratio in two (see readme_table)
+_SPLITS = {"floor", "raw_fields"}
+
+
 def readme_table(runs: dict | list[dict]) -> str:
     """The README's table of the targets, from saved ``ngxlab bench`` runs
     (their ``results.json``, or the copy kept in ``ngxlab/lab/data``): for
     each target the median of its ratio over the runs, "missed" where the
     median misses it, and every run's ratio; where the Python floor ran, a
     targeted measure's floor / nginx and ngxlab / floor (no target: they say
-    which part of the gap is Python's) follow it; all under the line saying when and
+    which part of the gap is Python's), and where ``raw_fields`` ran, ngxlab /
+    raw_fields and raw_fields / raw, follow it; all under the line saying when and
     on what the runs were made. The README's table is this text, and a test
     checks that it still is."""
     runs = runs if isinstance(runs, list) else [runs]
@@ -329,12 +334,13 @@ def readme_table(runs: dict | list[dict]) -> str:
     head = "| measure | target | measured |" if len(runs) == 1 else \
         "| measure | target | median | runs |"
     lines = [when, "", head, "|---|---|---|" + ("" if len(runs) == 1 else "---|")]
-    # the targets, and where the Python floor ran, the split of a targeted
-    # measure into ngxlab / floor (ngxlab's own) and floor / nginx (Python's)
+    # the targets, and the split of a targeted measure where its run has one:
+    # ngxlab / floor (ngxlab's own) and floor / nginx (Python's); ngxlab /
+    # raw_fields (the mirror's own) and raw_fields / raw (fields from bytes)
     targeted = {r["measure"] for r in first["ratios"] if r["target"]}
     for r in first["ratios"]:
         if not r["target"] and not (r["measure"] in targeted
-                                    and "floor" in (r["subject"], r["reference"])):
+                                    and _SPLITS & {r["subject"], r["reference"]}):
             continue
         key = (r["measure"], r["subject"], r["reference"])
         ratios = [x["ratio"] for run in runs for x in run["ratios"]
