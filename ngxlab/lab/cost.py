@@ -377,7 +377,10 @@ class _Raw(_PyVariant):
 
 class _RawFields(_Raw):
     """``raw`` with the message packed from, and unpacked into, an
-    ``ngx_channel_t``'s four fields on both sides, and nothing else."""
+    ``ngx_channel_t``'s four fields on both sides, and nothing else. Its two
+    loops repeat ``raw``'s line for line around that step instead of sharing
+    them through a flag: a test in ``raw``'s measured loop would be on raw's
+    clock too, and raw is every Python variant's reference."""
     name = "raw_fields"
 
     def _echo(self):
