@@ -312,9 +312,10 @@ def write_slots(cycle, path):
     back if the new binary exits.
 
     A write that fails (no descriptor left, a full disk, the name taken by a
-    directory) never ends the master: it is logged once, as an alert in
-    nginx's words, and tried again the next time round the master's loop;
-    the next success is logged as a notice."""
+    directory, a ``json`` module the master can no longer import) never
+    ends the master: it is logged once, as an alert in nginx's words, and
+    tried again the next time round the master's loop; the next success is
+    logged as a notice."""
     global _last_slots, _slots_failed
     if pc.ngx_new_binary > 0:     # not NGX_INVALID_PID after a failed exec
         path += cy.NGX_OLDPID_EXT
@@ -329,6 +330,17 @@ def write_slots(cycle, path):
              "slots": slots}
     if (path, state) == _last_slots:
         return
+    try:
+        import json     # here: not on the master's way to its first fork
+    except OSError as e:
+        # no descriptor left to read it with (EMFILE)
+        _slots_failure(cycle, ("import", e.errno), e.errno or 0, "import json failed")
+        return
+    except ImportError as e:
+        # a master that can no longer read the standard library (it became
+        # another user after it started, or its Python was replaced under it)
+        _slots_failure(cycle, ("import", str(e)), 0, "import json failed (%s)" % e)
+        return
     if _last_slots is not None and _last_slots[0] != path \
             and _last_slots[0].endswith(cy.NGX_OLDPID_EXT):
         try:
@@ -342,7 +354,6 @@ def write_slots(cycle, path):
                      0o644)
         try:
             step = "write()"
-            import json     # here: not on the master's way to its first fork
             data = json.dumps(state).encode()
             while data:
                 data = data[os.write(fd, data):]
@@ -356,19 +367,23 @@ def write_slots(cycle, path):
                 os.unlink(tmp)
             except OSError:
                 pass
-        failure = (step, e.errno)
-        if _slots_failed != failure:
-            _slots_failed = failure
-            what = "%s \"%s\" to \"%s\"" % (step, tmp, path) \
-                if step == "rename()" else "%s \"%s\"" % (step, tmp)
-            ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
-                          "%s failed", what)
+        what = "%s \"%s\" to \"%s\"" % (step, tmp, path) \
+            if step == "rename()" else "%s \"%s\"" % (step, tmp)
+        _slots_failure(cycle, (step, e.errno), e.errno or 0, what + " failed")
         return
     if _slots_failed is not None:
         _slots_failed = None
         ngx_log_error(NGX_LOG_NOTICE, cycle.log, 0,
                       "%s written again", os.path.basename(path))
     _last_slots = (path, state)
+
+
+def _slots_failure(cycle, failure, err, message):
+    """Log a failed write of the slots file once, until it changes."""
+    global _slots_failed
+    if _slots_failed != failure:
+        _slots_failed = failure
+        ngx_log_error(NGX_LOG_ALERT, cycle.log, err, message)
 
 
 class _StartupStderr:
@@ -418,13 +433,14 @@ class _DieWithParent:
         try:
             import ctypes
             libc = ctypes.CDLL(None, use_errno=True)
-        except OSError as e:
+        except (OSError, ImportError) as e:
             # loading ctypes opens files: with every descriptor taken
             # (EMFILE, as when spawns have failed for want of them) it
-            # fails, and the next pass of the loop tries again
+            # fails, and the next pass of the loop tries again; so does a
+            # master that can no longer read the standard library
             if not self.failed:
                 self.failed = True
-                ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
+                ngx_log_error(NGX_LOG_ALERT, cycle.log, getattr(e, "errno", 0) or 0,
                               "loading ctypes for prctl(PR_SET_PDEATHSIG) failed")
             return
         self.done = True

@@ -73,6 +73,34 @@ def test_a_master_without_workers_with_nginx_quirks_waits_as_nginx_does():
     assert not r.exited_on_quit and not r.exited_on_term
 
 
+# The master imports json only once it has forked (for its slots file), and
+# without_workers() makes it the user nobody after it started. From a process
+# that had not imported json (a script, not a notebook's kernel), where nobody
+# cannot read the standard library (Python in root's home, as on the machines
+# CI runs on), the master died of ModuleNotFoundError after its failed forks,
+# and the quirks master looked as if it had exited on QUIT.
+_WITHOUT_WORKERS_FRESH = r"""
+import sys
+from ngxlab.lab import failpaths
+assert "json" not in sys.modules
+r = failpaths.without_workers("ngxlab --nginx-quirks", wait=1.0)
+print(repr((r.exited_on_quit, r.exited_on_term, r.log)))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_without_workers_from_a_fresh_interpreter_measures_the_master_not_an_import():
+    import ast
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_WORKERS_FRESH], capture_output=True,
+                          text=True, timeout=50, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    on_quit, on_term, log = ast.literal_eval(done.stdout.splitlines()[-1])
+    assert not any("master process failed" in line for line in log), log
+    assert not on_quit and not on_term, log[-3:]
+
+
 @pytest.mark.timeout(60)
 def test_a_real_nginx_without_workers_cannot_be_stopped(nginx_bin):
     r = failpaths.without_workers("nginx", wait=2.0)
@@ -214,6 +242,58 @@ hook(cycle)
 print(alive_without, hook.done, "ctypes" in sys.modules)
 print(buf.getvalue(), end="")
 """
+
+
+# The slots file's json, imported by the master once it has forked: the
+# standard library taken from under it (sys.path without it, as when its
+# Python is replaced while it runs) gives a real ModuleNotFoundError, and no
+# descriptor left a real EMFILE. The master used to die of the first.
+_NO_JSON = r"""
+import io, os, resource, sys, tempfile
+from ngxlab import cycle as cy, nginx
+from ngxlab.core import ngx_log_t
+assert "json" not in sys.modules
+buf = io.StringIO()
+cycle = cy.ngx_cycle_t(log=ngx_log_t(buf))
+d = tempfile.mkdtemp()
+path = os.path.join(d, "ngxlab.slots")
+stdlib, sys.path[:] = list(sys.path), [d]
+sys.path_importer_cache.clear()
+nginx.write_slots(cycle, path)
+nginx.write_slots(cycle, path)          # tried again, said once
+none = not os.listdir(d)
+sys.path[:] = stdlib
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+taken = []
+try:
+    while True:
+        taken.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+nginx.write_slots(cycle, path)
+for fd in taken:
+    os.close(fd)
+none = none and not os.listdir(d)
+nginx.write_slots(cycle, path)
+print(none, os.listdir(d) == ["ngxlab.slots"], "json" in sys.modules)
+print(buf.getvalue(), end="")
+"""
+
+
+def test_a_master_that_cannot_import_json_lives_without_its_slots_file():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", _NO_JSON], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    first, *log = done.stdout.splitlines()
+    assert first == "True True True"
+    assert [line.split("#0: ", 1)[1] for line in log] == [
+        "import json failed (No module named 'json')",
+        "import json failed (24: Too many open files)",
+        "ngxlab.slots written again"], log
+    assert [line.split("] ")[0].split()[-1] for line in log] == ["[alert", "[alert", "[notice"]
 
 
 def test_a_master_with_no_descriptor_left_loads_ctypes_later_and_lives():

@@ -266,6 +266,11 @@ def nginx_socketpair_failure(workers: int = 6, nofile: int = 14,
 
 def _ngxlab_without_workers(prefix: str, quirks: bool) -> None:
     from ngxlab import nginx
+    # The master imports json once it has forked (for its slots file), and
+    # this one becomes nobody after it started: import it while the
+    # standard library can still be read (nobody may not, as when Python
+    # lives in root's home)
+    import json  # noqa: F401
     _become_nobody()
     resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
     nginx.main([sys.executable, "-m", "ngxlab", "run"], prefix, 2, die_with_parent=True,
