@@ -209,29 +209,37 @@ def test_a_default_socket_timeout_does_not_deafen_a_worker():
         socket.setdefaulttimeout(old)
 
 
-# In a fresh interpreter, where ctypes has not been imported: every
-# descriptor taken, then what the master's loop and a process title do
-# that loads ctypes (the first by --die-with-parent on the loop's first
-# pass, the second when /proc/self/comm cannot be opened). A master whose
-# spawns had failed for want of descriptors died of the import's EMFILE.
-_NO_DESCRIPTOR_LEFT = r"""
+# How the two scripts below start, each in a fresh interpreter: a cycle that
+# logs into a buffer, and every descriptor taken (a real EMFILE) on demand.
+_PRELUDE = r"""
 import io, os, resource, sys
-from ngxlab import cycle as cy, process
+from ngxlab import cycle as cy
 from ngxlab.core import ngx_log_t
+buf = io.StringIO()
+cycle = cy.ngx_cycle_t(log=ngx_log_t(buf))
+
+def take_every_descriptor():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    taken = []
+    try:
+        while True:
+            taken.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        return taken
+"""
+
+# Where ctypes has not been imported: every descriptor taken, then what the
+# master's loop and a process title do that loads ctypes (the first by
+# --die-with-parent on the loop's first pass, the second when
+# /proc/self/comm cannot be opened). A master whose spawns had failed for
+# want of descriptors died of the import's EMFILE.
+_NO_DESCRIPTOR_LEFT = _PRELUDE + r"""
 from ngxlab.nginx import _DieWithParent
 from ngxlab.setproctitle import ngx_setproctitle
 assert "ctypes" not in sys.modules
-buf = io.StringIO()
-cycle = cy.ngx_cycle_t(log=ngx_log_t(buf))
 hook = _DieWithParent(os.getppid())
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-taken = []
-try:
-    while True:
-        taken.append(os.open(os.devnull, os.O_RDONLY))
-except OSError:
-    pass
+taken = take_every_descriptor()
 hook(cycle)
 hook(cycle)                          # tried again, said once
 ngx_setproctitle("worker process")   # the old name stays
@@ -248,13 +256,10 @@ print(buf.getvalue(), end="")
 # standard library taken from under it (sys.path without it, as when its
 # Python is replaced while it runs) gives a real ModuleNotFoundError, and no
 # descriptor left a real EMFILE. The master used to die of the first.
-_NO_JSON = r"""
-import io, os, resource, sys, tempfile
-from ngxlab import cycle as cy, nginx
-from ngxlab.core import ngx_log_t
+_NO_JSON = _PRELUDE + r"""
+import tempfile
+from ngxlab import nginx
 assert "json" not in sys.modules
-buf = io.StringIO()
-cycle = cy.ngx_cycle_t(log=ngx_log_t(buf))
 d = tempfile.mkdtemp()
 path = os.path.join(d, "ngxlab.slots")
 stdlib, sys.path[:] = list(sys.path), [d]
@@ -263,14 +268,7 @@ nginx.write_slots(cycle, path)
 nginx.write_slots(cycle, path)          # tried again, said once
 none = not os.listdir(d)
 sys.path[:] = stdlib
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-taken = []
-try:
-    while True:
-        taken.append(os.open(os.devnull, os.O_RDONLY))
-except OSError:
-    pass
+taken = take_every_descriptor()
 nginx.write_slots(cycle, path)
 for fd in taken:
     os.close(fd)
