@@ -91,12 +91,8 @@ print(repr((r.exited_on_quit, r.exited_on_term, r.log)))
 @pytest.mark.timeout(60)
 def test_without_workers_from_a_fresh_interpreter_measures_the_master_not_an_import():
     import ast
-    import subprocess
-    import sys
-    done = subprocess.run([sys.executable, "-c", _WITHOUT_WORKERS_FRESH], capture_output=True,
-                          text=True, timeout=50, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr
-    on_quit, on_term, log = ast.literal_eval(done.stdout.splitlines()[-1])
+    first, _ = _fresh(_WITHOUT_WORKERS_FRESH)
+    on_quit, on_term, log = ast.literal_eval(first)
     assert not any("master process failed" in line for line in log), log
     assert not on_quit and not on_term, log[-3:]
 
@@ -279,13 +275,20 @@ print(buf.getvalue(), end="")
 """
 
 
-def test_a_master_that_cannot_import_json_lives_without_its_slots_file():
+def _fresh(script):
+    """Run ``script`` in a fresh interpreter; its first line of output, and
+    the log lines after it."""
     import subprocess
     import sys
-    done = subprocess.run([sys.executable, "-c", _NO_JSON], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, timeout=50, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     first, *log = done.stdout.splitlines()
+    return first, log
+
+
+def test_a_master_that_cannot_import_json_lives_without_its_slots_file():
+    first, log = _fresh(_NO_JSON)
     assert first == "True True True"
     assert [line.split("#0: ", 1)[1] for line in log] == [
         "import json failed (No module named 'json')",
@@ -295,12 +298,7 @@ def test_a_master_that_cannot_import_json_lives_without_its_slots_file():
 
 
 def test_a_master_with_no_descriptor_left_loads_ctypes_later_and_lives():
-    import subprocess
-    import sys
-    done = subprocess.run([sys.executable, "-c", _NO_DESCRIPTOR_LEFT], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr
-    first, *log = done.stdout.splitlines()
+    first, log = _fresh(_NO_DESCRIPTOR_LEFT)
     assert first == "True True True"
     assert len(log) == 1 and log[0].endswith(
         "[alert] %s#0: loading ctypes for prctl(PR_SET_PDEATHSIG) failed "
