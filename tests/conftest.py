@@ -261,3 +261,19 @@ def no_unexpected_alerts(request: pytest.FixtureRequest, tmp_path_factory: pytes
     if unexpected and not (call is not None and call.failed):
         pytest.fail("the masters logged what the test did not provoke:\n"
                     + "\n".join(f"    {line}" for line in unexpected[:20]), pytrace=False)
+
+
+# -- SIGINT raises, whatever this process inherited ---------------------------
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt during the test, as in a notebook's
+    kernel, even where the tests were started with SIGINT ignored (a
+    background job of a shell without job control: Python then leaves it
+    ignored, and a test that interrupts itself would wait for ever)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)

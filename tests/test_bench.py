@@ -114,7 +114,7 @@ def test_round_trip_rejects_unknown_variant():
         cost.round_trip("carrier_pigeon", **TINY)
 
 
-def test_an_interrupted_run_leaves_no_child():
+def test_an_interrupted_run_leaves_no_child(sigint_raises):
     # A real SIGINT (what a notebook's interrupt sends) in the middle of
     # measuring: the echo child must be ended and reaped, its descriptors
     # closed (the leak guard checks both after the test).

@@ -216,7 +216,7 @@ def test_leftovers_in_the_child_group_are_killed(tmp_path):
         _kill(grandchild)
 
 
-def test_keyboard_interrupt_while_waiting_kills_and_reaps_the_child():
+def test_keyboard_interrupt_while_waiting_kills_and_reaps_the_child(sigint_raises):
     # As Jupyter's "interrupt kernel" does to the kernel: SIGINT to the parent
     # while it waits. (Jupyter signals the whole group; the child has its own.)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
