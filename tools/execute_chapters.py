@@ -7,7 +7,9 @@ waiting on its own forks, pipes and timers. On two cores, two chapters at a
 time still left about a quarter of the CPU idle: in one clone on 2026-12-03,
 the 26 chapters took 86 and 88 s two at a time, 67 and 76 s three at a time,
 66 s four at a time. So the default is one more than the cores, at most
-three. The build then finds every chapter in the cache and executes nothing.
+three. The chapters of ``ALONE`` run after the others, one at a time: a cell
+of theirs must act within a few milliseconds, which a shared machine can make
+it miss. The build then finds every chapter in the cache and executes nothing.
 
 Each chapter is read exactly as MyST-NB reads it (its own reader, so the
 cache key is the one the build looks up), executed with Jupyter Cache's own
@@ -37,6 +39,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
+
+
+# Chapters executed after the others, one at a time: a cell of theirs must
+# act within a few milliseconds of something the machine does, and three
+# chapters sharing two cores can make it miss. reload.md's sampler must take a
+# census in the ~100 ms that two generations of workers live together; run
+# beside two other chapters on a busy host it missed them in three builds in a
+# row (2026-12-03), and each time the build's own second run, alone, passed.
+ALONE = ("reload.md",)
 
 
 def _read(path: Path):
@@ -78,6 +89,30 @@ def _execute(path: str, timeout: int):
     return nb, result.time, (result.exc_string if result.err is not None else None)
 
 
+def _store(cache, path: Path, future) -> bool:
+    """Store an executed chapter in the cache and say so; or say why it
+    failed (it is not stored). Returns whether it was stored."""
+    from jupyter_cache.base import CacheBundleIn
+
+    try:
+        nb, seconds, error = future.result()
+    except Exception as exc:  # the worker itself failed: leave it to the build
+        nb, seconds, error = None, 0.0, f"{type(exc).__name__}: {exc}"
+    if error is not None:
+        # the end of the traceback too: when the build's second run passes,
+        # this is the only record of why the first failed
+        lines = error.strip().splitlines() or [""]
+        print(f"{path}: failed ({lines[-1]}); the build runs it again and reports it",
+              flush=True)
+        print("\n".join("    " + line for line in lines[-12:]), flush=True)
+        return False
+    cache.cache_notebook_bundle(
+        CacheBundleIn(nb, str(path.resolve()), data={"execution_seconds": seconds}),
+        check_validity=False, overwrite=True)
+    print(f"{path}: executed in {seconds:.2f} s", flush=True)
+    return True
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("cache", help="Jupyter Book's execution cache (e.g. _build/.jupyter_cache)")
@@ -89,7 +124,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from jupyter_cache import get_cache
-    from jupyter_cache.base import CacheBundleIn
 
     cache = get_cache(args.cache)
     todo = []
@@ -111,31 +145,20 @@ def main(argv=None) -> int:
     # The longest chapters first, so that those running together end together: a
     # chapter's size is a rough guide to how long it runs.
     todo.sort(key=lambda p: p.stat().st_size, reverse=True)
-    print(f"== executing {len(todo)} chapters, {args.jobs} at a time", flush=True)
+    alone = [p for p in todo if p.name in ALONE]
+    together = [p for p in todo if p.name not in ALONE]
+    print(f"== executing {len(todo)} chapters, {args.jobs} at a time"
+          + (f", then {', '.join(p.name for p in alone)} alone" if alone else ""), flush=True)
     start = time.monotonic()
     failed = 0
     # "spawn": each worker is a fresh interpreter, not a fork of this one.
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_execute, str(path), args.timeout): path for path in todo}
-        for future in as_completed(futures):
-            path = futures[future]
-            try:
-                nb, seconds, error = future.result()
-            except Exception as exc:  # the worker itself failed: leave it to the build
-                nb, seconds, error = None, 0.0, f"{type(exc).__name__}: {exc}"
-            if error is not None:
-                failed += 1
-                # the end of the traceback too: when the build's second run
-                # passes, this is the only record of why the first failed
-                lines = error.strip().splitlines() or [""]
-                print(f"{path}: failed ({lines[-1]}); the build runs it again and reports it",
-                      flush=True)
-                print("\n".join("    " + line for line in lines[-12:]), flush=True)
-                continue
-            cache.cache_notebook_bundle(
-                CacheBundleIn(nb, str(path.resolve()), data={"execution_seconds": seconds}),
-                check_validity=False, overwrite=True)
-            print(f"{path}: executed in {seconds:.2f} s", flush=True)
+    for paths, jobs in ((together, args.jobs), (alone, 1)):
+        if not paths:
+            continue
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_execute, str(path), args.timeout): path for path in paths}
+            for future in as_completed(futures):
+                failed += not _store(cache, futures[future], future)
     print(f"== {len(todo) - failed} of {len(todo)} chapters executed in "
           f"{time.monotonic() - start:.0f} s", flush=True)
     return 0
