@@ -277,6 +277,29 @@ def test_nginx_missing_is_reported_as_skipped():
     _assert_all_gone(r.runs)
 
 
+def test_target_repeats_add_rounds_at_the_targets_n_only():
+    # N = 32 carries the start-up targets: it gets its own further rounds
+    assert timing.STARTUP_TARGET[0] == timing.FLOOR_TARGET[0] == 32
+    r = timing.startup_to_mesh((1, 32), 1, target_repeats=2, nginx=False, inprocess=False,
+                               python=False, measure_quit=True)
+    assert r.target_repeats == 2 and r.repeats_at(1) == 1 and r.repeats_at(32) == 2
+    for s in ("ngxlab", "floor"):
+        assert len(r.values(s, 1)) == 1 and len(r.values(s, 32)) == 2, s
+        assert r.samples(s, 32).params["repeats"] == 2
+    # the further round keeps the rotation: the other system goes first
+    firsts = [x.system for x in r.runs if x.n == 32 and x.order == 0]
+    assert sorted(firsts) == ["floor", "ngxlab"]
+    assert all(x.confirmed for x in r.runs), [x.detail for x in r.runs]
+    back = timing.StartupResult.from_dict(r.to_dict())
+    assert back.target_repeats == 2 and back.repeats_at(32) == 2
+    assert quitting.quit_to_exit(reuse=r).median("ngxlab", 32) is not None
+    _assert_all_gone(r.runs)
+    # no more rounds than repeats, or no target's N in ns: nothing is added
+    r2 = timing.startup_to_mesh((1,), 1, target_repeats=3, nginx=False, inprocess=False,
+                                python=False, floor=False)
+    assert r2.target_repeats is None and len(r2.runs) == 1 and r2.repeats_at(1) == 1
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError):
         timing.startup_to_mesh((0,), 1)

@@ -66,9 +66,9 @@ DEFAULT_TARGETS = cost.TARGETS + timing.TARGETS
 
 # How run() sizes things: full and quick.
 FULL = dict(n=20_000, batch=20, rounds=10, fd_seconds=2.0, fd_rounds=5, fd_interval=0.1,
-            forks=50, fork_rounds=5, ns=timing.DEFAULT_NS, repeats=5)
+            forks=50, fork_rounds=5, ns=timing.DEFAULT_NS, repeats=5, target_repeats=11)
 QUICK = dict(n=400, batch=10, rounds=4, fd_seconds=0.12, fd_rounds=2, fd_interval=0.02,
-             forks=10, fork_rounds=2, ns=timing.QUICK_NS, repeats=1)
+             forks=10, fork_rounds=2, ns=timing.QUICK_NS, repeats=1, target_repeats=None)
 
 SECTIONS = ("cost", "mesh", "under-fire", "scale")
 # what runs without --only: scale takes minutes
@@ -144,7 +144,7 @@ def run(out_dir, quick: bool = False, progress: bool = True,
 
     if "mesh" in sections:
         startup = timing.startup_to_mesh(p["ns"], p["repeats"], quick=quick, measure_quit=True,
-                                          progress=progress)
+                                          target_repeats=p["target_repeats"], progress=progress)
         quit_ = quitting.quit_to_exit(reuse=startup)
         desc = descriptors.descriptors_vs_n(p["ns"], quick=quick, progress=progress)
         rows += startup.ratios() + quit_.ratios()

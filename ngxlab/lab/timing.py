@@ -101,6 +101,10 @@ TARGETS = (Target(f"start-up to full mesh, N={STARTUP_TARGET[0]}", "ngxlab", "ng
 
 
 
+def _target_ns() -> set[int]:
+    return {STARTUP_TARGET[0], FLOOR_TARGET[0]}
+
+
 class TimingError(RuntimeError):
     """A measurement could not be made (a program failed to start, a mesh
     never completed); the message says what was seen."""
@@ -565,6 +569,7 @@ class StartupResult:
     poll_interval_ms: float
     duration_s: float = 0.0
     interpreter: str | None = None      # report.interpreter_line(): which Python, .pyc or not
+    target_repeats: int | None = None   # the runs at the targets' N, where more than repeats
 
     def systems(self) -> list[str]:
         return [s for s in SYSTEMS if any(r.system == s for r in self.runs)]
@@ -578,11 +583,17 @@ class StartupResult:
         ref = [] if self.nginx_skipped else self.values("nginx", n, what)
         return Samples(measure=f"{what[:-3].replace('_', ' ')} (ms), N={n}", variant=system,
                        unit="ms", values=self.values(system, n, what), reference="nginx",
-                       reference_values=ref, params=dict(n=n, repeats=self.repeats),
+                       reference_values=ref, params=dict(n=n, repeats=self.repeats_at(n)),
                        skipped=self.nginx_skipped if system == "nginx" else None)
 
     def median(self, system: str, n: int, what: str = "mesh_ms") -> float | None:
         return self.samples(system, n, what).median
+
+    def repeats_at(self, n: int) -> int:
+        """How many times each system was started with ``n`` workers."""
+        if self.target_repeats and n in _target_ns():
+            return max(self.repeats, self.target_repeats)
+        return self.repeats
 
     def ratio(self, n: int, system: str = "ngxlab") -> float | None:
         """median(system) / median(nginx) at ``n``, both from this run; None without nginx."""
@@ -779,11 +790,11 @@ class StartupResult:
                    nginx_skipped=d["nginx_skipped"], nginx_version=d["nginx_version"],
                    machine=MachineInfo.from_dict(d["machine"]),
                    poll_interval_ms=d["poll_interval_ms"], duration_s=d["duration_s"],
-                   interpreter=d.get("interpreter"))
+                   interpreter=d.get("interpreter"), target_repeats=d.get("target_repeats"))
 
     def to_dict(self) -> dict:
         return {
-            "ns": list(self.ns), "repeats": self.repeats,
+            "ns": list(self.ns), "repeats": self.repeats, "target_repeats": self.target_repeats,
             "runs": [asdict(r) for r in self.runs],
             "calibrations": {k: asdict(v) for k, v in self.calibrations.items()},
             "python": {k: v.to_dict() for k, v in self.python.items()},
@@ -799,7 +810,7 @@ class StartupResult:
 def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, *,
                     nginx: bool = True, inprocess: bool = True, quick: bool = False,
                     nginx_binary=None, python: bool = True, measure_quit: bool = False,
-                    floor: bool = True,
+                    floor: bool = True, target_repeats: int | None = None,
                     poll_interval: float = 0.0005, timeout: float = 30.0,
                     confirm: bool = True, progress: bool = False) -> StartupResult:
     """Time from start until every worker holds its full channel set, for
@@ -809,7 +820,12 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
     :mod:`ngxlab.lab.floor`, started as ngxlab is) in the same rotation. ``repeats``: 5, or 1
     with ``quick``. ``python``: also time the interpreter's start-up
     (the commands of :func:`python_startup`), inside the same rotation
-    (before every N; every other N with ``quick``). ``measure_quit``: also time each QUIT (what
+    (before every N; every other N with ``quick``). ``target_repeats``: this many
+    starts (instead of ``repeats``) at the N of the targets (:data:`STARTUP_TARGET`,
+    :data:`FLOOR_TARGET`) where it is in ``ns``, in further rounds of the same
+    rotation after the ``repeats`` rounds of every N: the medians the targets
+    are judged on get more runs than the rest of the curve, at the cost of those
+    rounds only. ``measure_quit``: also time each QUIT (what
     :func:`~ngxlab.lab.quitting.quit_to_exit` reports). See the module docstring for how the end
     is seen; ``poll_interval`` is the sleep between /proc polls."""
     started = time.monotonic()
@@ -818,6 +834,11 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
         raise ValueError("ns: worker counts from 1 to 512")
     if repeats is None:
         repeats = 1 if quick else 5
+    if target_repeats is not None and target_repeats <= repeats:
+        target_repeats = None
+    targeted = [n for n in ns if target_repeats and n in _target_ns()]
+    if not targeted:
+        target_repeats = None
     machine = machine_info()
     binary, why = ((None, "not asked for (nginx=False)") if not nginx
                    else nginx_available(nginx_binary))
@@ -831,12 +852,13 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
     py_values: dict[str, list[float]] = {name: [] for name in cmds}
     for argv in cmds.values():
         _time_command(argv, env)            # warm-up
-    total = len(ns) * repeats * len(systems)
+    total = (len(ns) * repeats + len(targeted) * ((target_repeats or 0) - repeats)) * len(systems)
     bar = report.bar(total, "start-up to full mesh", bool(progress))
     try:
-        for r in range(repeats):
-            for i, n in enumerate(ns):
-                if cmds and (quick is False or i % 2 == 0):
+        for r in range(target_repeats or repeats):
+            for n in (ns if r < repeats else targeted):
+                i = ns.index(n)             # the rotation goes on as in the first rounds
+                if cmds and r < repeats and (quick is False or i % 2 == 0):
                     for name in rotated(list(cmds), r + i):
                         py_values[name].append(_time_command(cmds[name], env))
                 for order, s in enumerate(rotated(systems, r + i)):
@@ -857,7 +879,7 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
                          nginx_skipped=None if binary else why, nginx_version=version,
                          machine=machine, poll_interval_ms=poll_interval * 1000,
                          duration_s=round(time.monotonic() - started, 3),
-                         interpreter=report.interpreter_line())
+                         interpreter=report.interpreter_line(), target_repeats=target_repeats)
 
 
 
