@@ -711,7 +711,6 @@ def _watch_master(cycle):
         ngx_log_error(NGX_LOG_ALERT, cycle.log, e.errno or 0,
                       "pidfd_open(%d) failed", process.ngx_parent)
         return NGX_ERROR
-    os.set_inheritable(fd, False)
 
     c = connection.ngx_get_connection(fd, cycle.log)
     if c is None:

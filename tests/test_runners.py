@@ -68,3 +68,23 @@ def test_one_vocabulary(kind, make_nginx_bin):
         if kind == "Master":
             r.cleanup()
     assert not r.running
+
+
+@pytest.mark.timeout(60)
+def test_a_workers_pidfd_of_its_master_is_close_on_exec():
+    # pidfd_open() sets FD_CLOEXEC itself: a program a worker executed would
+    # not inherit the watch on its master (ngxlab sets nothing after it)
+    r = MasterProcess(workers=1)
+    try:
+        r.start()
+        c = r.wait_mesh()
+        (w,) = c.workers
+        (pidfd,) = [f.fd for f in w.fds if f.kind == "pidfd"]
+        with open(f"/proc/{w.pid}/fdinfo/{pidfd}") as f:
+            flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
+        assert flags & os.O_CLOEXEC
+        with open(f"/proc/{w.pid}/fdinfo/{pidfd}") as f:
+            assert f"Pid:\t{r.master_pid}\n" in f.read()
+    finally:
+        r.stop()
+    assert not r.running
