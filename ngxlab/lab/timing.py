@@ -591,9 +591,7 @@ class StartupResult:
 
     def repeats_at(self, n: int) -> int:
         """How many times each system was started with ``n`` workers."""
-        if self.target_repeats and n in _target_ns():
-            return max(self.repeats, self.target_repeats)
-        return self.repeats
+        return self.target_repeats if self.target_repeats and n in _target_ns() else self.repeats
 
     def ratio(self, n: int, system: str = "ngxlab") -> float | None:
         """median(system) / median(nginx) at ``n``, both from this run; None without nginx."""
@@ -834,9 +832,8 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
         raise ValueError("ns: worker counts from 1 to 512")
     if repeats is None:
         repeats = 1 if quick else 5
-    if target_repeats is not None and target_repeats <= repeats:
-        target_repeats = None
-    targeted = [n for n in ns if target_repeats and n in _target_ns()]
+    targeted = ([n for n in ns if n in _target_ns()]
+                if target_repeats is not None and target_repeats > repeats else [])
     if not targeted:
         target_repeats = None
     machine = machine_info()
@@ -852,7 +849,7 @@ def startup_to_mesh(ns: Sequence[int] = DEFAULT_NS, repeats: int | None = None, 
     py_values: dict[str, list[float]] = {name: [] for name in cmds}
     for argv in cmds.values():
         _time_command(argv, env)            # warm-up
-    total = (len(ns) * repeats + len(targeted) * ((target_repeats or 0) - repeats)) * len(systems)
+    total = (len(ns) * repeats + len(targeted) * ((target_repeats or repeats) - repeats)) * len(systems)
     bar = report.bar(total, "start-up to full mesh", bool(progress))
     try:
         for r in range(target_repeats or repeats):
