@@ -314,15 +314,20 @@ def ngx_process_events_and_timers(cycle):
         if revents & _EPOLLERR_HUP:
             revents |= _EPOLLIN | _EPOLLOUT
 
+        # nginx's rev->handler(rev). The handler is read, then called: it
+        # is an attribute, not a method, and CPython 3.11 does not
+        # specialise `rev.handler(rev)` (a method lookup on every event).
         rev = c.read
         if revents & _EPOLLIN and rev.active:
             rev.ready = 1
-            rev.handler(rev)
+            handler = rev.handler
+            handler(rev)
 
         wev = c.write
         if revents & _EPOLLOUT and wev.active and _fds.get(fd) is c:
             wev.ready = 1
-            wev.handler(wev)
+            handler = wev.handler
+            handler(wev)
 
     if _timers:
         _expire_timers()
