@@ -388,10 +388,20 @@ class LadderResult:
         values = [r.cpu_us for r in self.runs if r.layer == layer]
         return statistics.median(values) if values else None
 
+    def median_per_wake(self, layer: str) -> float | None:
+        """The median over repeats of the CPU per wake (``cpu_us / wakes``):
+        a worker that finds a second message waiting reads it in the same
+        wake, for a fraction of a wake's CPU, so a repeat whose workers
+        slept less often costs less per message without being cheaper per
+        wake."""
+        values = [r.cpu_us / r.wakes for r in self.runs if r.layer == layer and r.wakes > 0]
+        return statistics.median(values) if values else None
+
     def table(self) -> str:
         lines = [f"CPU per channel message in a worker, {self.workers} workers woken in "
                  f"turn, {self.rounds} rounds; {self.machine}",
-                 f"{'layer':12} {'us/message':>10} {'step':>7} {'wakes':>6}   repeats"]
+                 f"{'layer':12} {'us/message':>10} {'step':>7} {'wakes':>6} {'us/wake':>8}"
+                 f"   repeats (us/message)"]
         previous = None
         for layer in LAYERS:
             m = self.median(layer)
@@ -399,8 +409,10 @@ class LadderResult:
                 continue
             runs = [r for r in self.runs if r.layer == layer]
             step = "" if previous is None else f"{m - previous:+7.1f}"
+            per_wake = self.median_per_wake(layer)
             lines.append(f"{layer:12} {m:>10.1f} {step:>7} "
-                         f"{statistics.median(r.wakes for r in runs):>6.2f}   "
+                         f"{statistics.median(r.wakes for r in runs):>6.2f} "
+                         f"{'-' if per_wake is None else f'{per_wake:.1f}':>8}   "
                          + ", ".join(f"{r.cpu_us:.1f}" for r in runs))
             previous = m
         return "\n".join(lines)
