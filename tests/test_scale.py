@@ -164,13 +164,23 @@ def test_the_saved_wake_ladder_has_every_rung():
     # the README quotes every rung's median from this file
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     paragraph = readme.split("python -m ngxlab.lab.scale --wakes", 1)[1].split("\n\n", 1)[0]
+    flat = " ".join(paragraph.split())
     for layer in scale.LAYERS:
-        assert f"{saved['medians'][layer]:.1f} µs" in paragraph, layer
+        assert f"{saved['medians'][layer]:.1f} µs" in flat, layer
+    # and the CPU per wake of every rung, of this run and of the earlier one
+    for name in ("wake-ladder.json", "wake-ladder-v1045.json"):
+        data = json.loads(files("ngxlab.lab").joinpath("data", name).read_text())
+        result = scale.LadderResult(data["workers"], data["rounds"],
+                                    [scale.LadderRun(**r) for r in data["runs"]],
+                                    data["machine"])
+        per_wake = [f"{result.median_per_wake(layer):.1f}" for layer in scale.LAYERS]
+        assert f"`ngxlab/lab/data/{name}`" in flat
+        assert ", ".join(per_wake[:-1]) + f" and {per_wake[-1]} µs" in flat, name
     counts = saved["bytecodes"]
-    assert f"floor reads a message in {counts['floor']:.0f} bytecode" in paragraph
-    assert f"the mirror in {counts['mirror']:.0f}" in paragraph
+    assert f"floor reads a message in {counts['floor']:.0f} bytecode" in flat
+    assert f"the mirror in {counts['mirror']:.0f}" in flat
     for name in ("ngx_channel_handler", "ngx_read_channel", "ngx_process_events_and_timers"):
-        assert f"`{name}` {counts['mirror by function'][name]:.0f}" in paragraph, name
+        assert f"`{name}` {counts['mirror by function'][name]:.0f}" in flat, name
 
 
 def test_bytecodes_per_message_are_counted_per_function():
