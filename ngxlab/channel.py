@@ -322,10 +322,13 @@ def ngx_read_channel(s, ch, size, log, nginx_quirks=False):
         if extension is not None:           # ngxlab's: see ngxlab.beyond
             extension.descriptors(ch, fds, log)
             return n
-        stray = [fd for fd in fds if fd != kept]
+        # every descriptor but the one kept (counted, not listed: a list
+        # comprehension reading `kept` made it a closure cell, allocated at
+        # every call, on Python 3.11)
+        stray = len(fds) - (kept != -1)
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "recvmsg() returned %d unexpected descriptor(s) with "
-                      "channel command %d, closed", len(stray), ch.command)
+                      "channel command %d, closed", stray, ch.command)
         _close_fds(fds)
         ch.fd = -1
         return NGX_ERROR
