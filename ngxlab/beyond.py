@@ -172,7 +172,9 @@ class Extension:
 
 def register(command, handler, *, descriptor=False, name=None):
     """Give channel messages with ``command`` to ``handler(ch, fd, log)``
-    in this process (and in every process it forks afterwards).
+    in this process (and in every process it forks afterwards). ``ch`` is
+    the worker's one ``ngx_channel_t``, which the next message overwrites:
+    a handler that keeps the message past its call keeps a copy.
     ``descriptor``: the command carries one descriptor. Raises
     ``ValueError`` for a number nginx uses (0 to 5), one that does not fit
     the 64-bit field, or one already registered."""

@@ -61,7 +61,10 @@ Deviations:
   when it changed; during a storm of SIGCHLD it is written once the storm
   has passed, not once per pass), and ``_received`` after every message a
   worker reads (``lab.Master``'s reports). Both are empty unless an
-  instrument fills them.
+  instrument fills them. The message ``_received`` (and an extension of
+  ``ngxlab.beyond``) is given is the handler's ``ch``: one ``ngx_channel_t``
+  per process, which the next message overwrites, as nginx's ``ch`` on the
+  handler's stack lives only as long as the call.
 - The channel mesh in the worker is nginx's; ngxlab adds one descriptor: a
   pidfd of the master, registered with the event loop, so that a worker
   notices its master's death and exits within a second
@@ -776,7 +779,7 @@ def ngx_channel_handler(ev):
     if debug:
         ngx_log_debug(log, 0, "channel handler")
 
-    ch = ngx_channel_t()
+    ch = _ch                                # nginx's: a local on the stack
     while True:
 
         n = ngx_read_channel(c.fd, ch, _CHANNEL_SIZE, log, nginx_quirks)
@@ -853,6 +856,15 @@ def ngx_channel_handler(ev):
 
 
 _CHANNEL_SIZE = sizeof(ngx_channel_t)
+
+# ngx_channel_handler's ch. nginx declares it on the handler's stack, which
+# costs nothing; a new ngx_channel_t at every wake would cost a Python
+# worker an allocation, an __init__ call and a deallocation, and a cold wake
+# (each of a reload's) fetches the memory they touch (the class, its slots,
+# __init__'s code) again. So each process has one, overwritten by every
+# message it reads. As nginx's &ch, it is valid during the call: whoever
+# keeps a message past it keeps a copy.
+_ch = ngx_channel_t()
 
 
 # ngxlab's observation points (not nginx's): callbacks run in a worker for

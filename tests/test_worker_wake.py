@@ -14,8 +14,8 @@ import pytest
 
 from ngxlab import channel, cycle as cy, event as evt, process, process_cycle as pc
 from ngxlab.channel import (
-    NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL, NGX_CMD_QUIT, ngx_channel_t,
-    ngx_write_channel,
+    NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL, NGX_CMD_QUIT, NGX_CMD_REOPEN,
+    ngx_channel_t, ngx_write_channel,
 )
 from ngxlab.core import NGX_LOG_DEBUG, NGX_LOG_NOTICE, ngx_log_t, sizeof
 
@@ -105,3 +105,22 @@ def test_the_event_dispatch_reads_the_handler_as_a_specialised_attribute(worker)
         evt.ngx_process_events_and_timers, adaptive=True)
         if i.argval == "handler"]
     assert "LOAD_ATTR_SLOT" in loads, loads
+
+
+def test_the_handlers_message_is_one_per_process_overwritten_by_the_next(worker):
+    """nginx's ``ch`` is a local on the handler's stack; ngxlab's handler
+    reads into one ``ngx_channel_t`` per process (a new one per wake costs a
+    cold wake an allocation, an ``__init__`` and a deallocation). What an
+    observer is given is that object: valid during the call, overwritten by
+    the next message."""
+    master_end, _, _ = worker
+    seen = []
+    pc._received.append(lambda ch: seen.append((ch, ch.command, ch.slot)))
+    _send(master_end, NGX_CMD_REOPEN, 4242, SLOT)
+    evt.ngx_process_events_and_timers(cy.ngx_cycle)
+    _send(master_end, NGX_CMD_QUIT, 0, 7)
+    evt.ngx_process_events_and_timers(cy.ngx_cycle)
+    (first, *fields1), (second, *fields2) = seen
+    assert first is second is pc._ch
+    assert fields1 == [NGX_CMD_REOPEN, SLOT] and fields2 == [NGX_CMD_QUIT, 7]
+    assert (first.command, first.slot) == (NGX_CMD_QUIT, 7)   # the first, overwritten
