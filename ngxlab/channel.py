@@ -156,26 +156,30 @@ _observers: list = []
 # ngx_channel_handler does not know; empty, nothing changes.
 _extensions: dict = {}
 
-class _Sockets(dict):
-    """Socket objects wrapping descriptor numbers, ``_sockets[s]``, each made
-    on first use. They are never closed through this table: a descriptor is
-    closed by number (os.close / ngx_close_channel) and a number reused
-    later names the new descriptor, as it does in C."""
+# Socket objects wrapping descriptor numbers, each made on first use by
+# _socket(). They are never closed through this table: a descriptor is
+# closed by number (os.close / ngx_close_channel) and a number reused later
+# names the new descriptor, as it does in C. A plain dict, read with
+# .get(): CPython gives a dict subclass's subscript the generic path (a
+# method lookup of __getitem__ and a call), which a cold wake pays in
+# cache misses on every read and write of the channel.
+_sockets: dict[int, socket.socket] = {}
 
-    def __missing__(self, s: int) -> socket.socket:
+
+def _socket(s: int) -> socket.socket:
+    """``_sockets[s]``, made if it is not there yet (``EBADF`` for a
+    negative number)."""
+    sock = _sockets.get(s)
+    if sock is None:
         if s < 0:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         # SOCK_NONBLOCK in the type makes the object's timeout 0 without
         # touching the descriptor's flags: sendmsg() and recvmsg() are then
         # plain system calls, whatever socket.setdefaulttimeout() says (a
         # timeout would turn EAGAIN into a wait and a TimeoutError)
-        sock = socket.socket(socket.AF_UNIX,
-                             socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, s)
-        self[s] = sock
-        return sock
-
-
-_sockets: dict[int, socket.socket] = _Sockets()
+        sock = _sockets[s] = socket.socket(
+            socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, s)
+    return sock
 
 
 @atexit.register
@@ -228,7 +232,7 @@ def ngx_write_channel(s, ch, size, log):
         ancdata = ((_SOL_SOCKET, _SCM_RIGHTS, _INT.pack(fd)),)
 
     try:
-        _sockets[s].sendmsg((data,), ancdata)
+        (_sockets.get(s) or _socket(s)).sendmsg((data,), ancdata)
     except BlockingIOError:
         return NGX_AGAIN
     except OSError as e:
@@ -259,7 +263,8 @@ def ngx_read_channel(s, ch, size, log, nginx_quirks=False):
     slower call path in CPython, and this is the channel's hot path.)
     """
     try:
-        data, ancdata, flags, _ = _sockets[s].recvmsg(size, _CMSG_SPACE_INT)
+        data, ancdata, flags, _ = (_sockets.get(s) or _socket(s)).recvmsg(
+            size, _CMSG_SPACE_INT)
     except BlockingIOError:
         return NGX_AGAIN
     except OSError as e:

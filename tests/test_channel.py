@@ -18,6 +18,7 @@ import subprocess
 import pytest
 from _tools import fd_table
 
+from ngxlab import channel
 from ngxlab.channel import (
     NGX_CMD_CLOSE_CHANNEL, NGX_CMD_OPEN_CHANNEL, NGX_CMD_QUIT, NGX_CMD_REOPEN,
     NGX_CMD_TERMINATE, command_name, ngx_channel_t, ngx_close_channel,
@@ -353,6 +354,25 @@ def test_two_descriptors(pair, log, quirks):
     os.close(d2)
 
 
+@pytest.mark.parametrize("s", [-1, -5])
+def test_a_negative_descriptor_is_ebadf_on_both_sides(log, s):
+    """nginx passes the number to the system call, which says EBADF; the
+    socket table refuses a negative number in the same words."""
+    lg, buf = log
+    assert ngx_write_channel(s, ngx_channel_t(NGX_CMD_QUIT), SIZE, lg) == NGX_ERROR
+    assert ngx_read_channel(s, ngx_channel_t(), SIZE, lg) == NGX_ERROR
+    assert "sendmsg() failed (9: Bad file descriptor)" in buf.getvalue()
+    assert "recvmsg() failed (9: Bad file descriptor)" in buf.getvalue()
+    assert s not in channel._sockets
+
+
+def test_the_socket_table_is_a_plain_dict():
+    """CPython gives a subclass of dict the generic subscript (a lookup of
+    ``__getitem__`` through the type, then a call): on every message, cold
+    at every wake of a reload. The table is a ``dict``, read with ``get``."""
+    assert type(channel._sockets) is dict
+
+
 def test_read_channel_makes_no_closure_cell():
     """A local that a nested function (a list comprehension, before Python
     3.12) reads becomes a cell, allocated at every call of the function,
@@ -456,8 +476,6 @@ def test_a_default_socket_timeout_changes_nothing(log):
     an empty channel into a wait: NGX_AGAIN at once, as the system call
     says, not NGX_ERROR after the timeout."""
     import time
-
-    from ngxlab import channel
 
     lg, buf = log
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

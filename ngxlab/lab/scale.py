@@ -470,14 +470,14 @@ _floor_peers: dict = {}
 
 def _floor_handler(ev):
     """Rung "event loop": the floor's reading as the channel's handler."""
-    _drain(channel._sockets[ev.data.fd], _floor_peers)
+    _drain(channel._socket(ev.data.fd), _floor_peers)
 
 
 def _plain_read(s, ch, size, log, nginx_quirks=False):
     """Rung "handler": one recvmsg and the message's fields, in place of
     ngx_read_channel (none of its checks)."""
     try:
-        data, anc, _, _ = channel._sockets[s].recvmsg(size, _SPACE)
+        data, anc, _, _ = channel._socket(s).recvmsg(size, _SPACE)
     except BlockingIOError:
         return NGX_AGAIN
     if not data:
@@ -574,7 +574,7 @@ def _ladder_ngxlab(layer, n, rounds, fd, timeout):
                 setattr(pc, name, function)
         m.wait_mesh(n, timeout=timeout)
         slots = process.ngx_processes[:n]
-        socks = [channel._sockets[p.channel[0]] for p in slots]
+        socks = [channel._socket(p.channel[0]) for p in slots]
         return _ladder_send(socks, [p.pid for p in slots], rounds, fd, timeout)
 
 
