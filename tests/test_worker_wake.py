@@ -85,7 +85,6 @@ def test_one_wake_reads_every_waiting_message(worker):
                for x in lines)
 
 
-
 def test_the_event_dispatch_reads_the_handler_as_a_specialised_attribute(worker):
     """``rev.handler(rev)`` written as one call is a method lookup that
     CPython 3.11 never specialises: a generic lookup through the type on
